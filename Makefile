@@ -1,0 +1,45 @@
+# Coverwatch: `make run` serves on 127.0.0.1:8080 with a local PostgreSQL it
+# provisions under .coverwatch/; `make test` runs every test against it.
+
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/debug/coverwatch
+PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
+
+.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs
+
+build:
+	$(CARGO) build --workspace --bins --tests
+
+run:
+	$(CARGO) build --bin coverwatch
+	$(BIN) serve
+
+# The integration tests copy a migrated template database per test; old test
+# databases are dropped first so the cluster does not grow without bound.
+test: build clean-test-dbs
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+clean-test-dbs:
+	@$(PSQL_ADMIN) -t -A -c "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'test\_%' OR datname = 'coverwatch_template'" | psql -X -q "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres" >/dev/null
+
+bench:
+	$(CARGO) build --release --bin coverwatch
+	$(or $(CARGO_TARGET_DIR),target)/release/coverwatch bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+db-up:
+	$(CARGO) run -q --bin coverwatch -- db up
+
+db-stop:
+	$(CARGO) run -q --bin coverwatch -- db stop

@@ -1,0 +1,201 @@
+//! `coverwatch bench`: the foundation's speed figures, printed, never asserted.
+//!
+//! 1. Command throughput: the real server on the local PostgreSQL, driven over
+//!    HTTP by N concurrent clients, each updating its own tenant's profile
+//!    (every command loads the aggregate, appends through the hashing trigger
+//!    and waits until the read models show it).
+//! 2. The raw baseline: pgbench on the same cluster, N clients, a single-row
+//!    INSERT + COMMIT of the same event row (same payload and metadata).
+//! 3. Catch-up: synthetic events are appended, the read models emptied, and
+//!    the subscription runtime timed from position 0.
+
+use crate::local_pg::LocalPostgres;
+use crate::settings::Settings;
+use crate::startup::{Application, connect, migrate};
+use anyhow::{Context, bail};
+use coverwatch_projections::all_subscribers;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const DATABASE: &str = "coverwatch_bench";
+
+pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_events: i64) -> anyhow::Result<()> {
+    let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
+    local.ensure_running().await?;
+    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let url: SecretString = local.url(DATABASE).into();
+    let pool = connect(&url, clients as u32 + 8).await?;
+    migrate(&pool).await?;
+
+    let mut app_settings = settings.clone();
+    app_settings.bind = "127.0.0.1:0".into();
+    app_settings.database_url = Some(url.clone());
+    app_settings.database_pool_size = clients as u32 + 8;
+    let app = Application::build_with(
+        app_settings,
+        pool.clone(),
+        Arc::new(coverwatch_domain::clock::SystemClock),
+    )
+    .await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let http = reqwest::Client::new();
+    let mut tenants = vec![];
+    for i in 0..clients {
+        let response: Value = http
+            .post(format!("{base}/v1/tenants"))
+            .json(&json!({"name": format!("Bench {i}"), "slug": format!("bench-{i}"), "owner_email": format!("owner{i}@bench.test")}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = response["id"].as_str().context("tenant id")?.to_owned();
+        let key = response["api_key"].as_str().context("api key")?.to_owned();
+        tenants.push((id, key));
+    }
+
+    println!("== command throughput: {clients} clients x {seconds}s, PATCH /v1/tenants/{{id}} over HTTP");
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, key) in tenants.clone() {
+        let (http, base, ok, failed) = (http.clone(), base.clone(), ok.clone(), failed.clone());
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let sent = http
+                    .patch(format!("{base}/v1/tenants/{id}"))
+                    .bearer_auth(&key)
+                    .json(&json!({"name": format!("Bench tenant {n}")}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let commands = ok.load(Ordering::Relaxed) as f64 / elapsed;
+    println!(
+        "commands: {} ok, {} failed in {elapsed:.1}s = {commands:.0} commands/s",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+
+    println!("== raw baseline: pgbench, {clients} clients x {seconds}s, single-row INSERT + COMMIT of an event row");
+    let (payload, metadata): (String, String) = sqlx::query_as(
+        "SELECT payload::text, metadata::text FROM events WHERE event_type = 'ProfileUpdated' ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    sqlx::query(
+        "CREATE TABLE bench_raw (aggregate_type text, aggregate_id text, sequence bigint, event_type text,
+                                 event_version text, payload json, metadata json)",
+    )
+    .execute(&pool)
+    .await?;
+    let quote = |s: &str| s.replace('\'', "''");
+    let script = std::env::temp_dir().join(format!("coverwatch-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO bench_raw VALUES ('tenant', '{}', :client_id, 'ProfileUpdated', '1.0', '{}', '{}');\n",
+            uuid::Uuid::nil(),
+            quote(&payload),
+            quote(&metadata)
+        ),
+    )?;
+    let pgbench = local.bin_dir()?.join("pgbench");
+    let output = tokio::process::Command::new(&pgbench)
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &settings.local_port.to_string(),
+            "-U",
+            "coverwatch",
+            DATABASE,
+        ])
+        .output()
+        .await
+        .context("running pgbench")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some(raw) = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+    else {
+        bail!("pgbench gave no tps: {text}{}", String::from_utf8_lossy(&output.stderr));
+    };
+    println!("raw inserts: {raw:.0} tx/s");
+    println!("RATIO commands / raw inserts = {:.2} (target >= 0.60)", commands / raw);
+
+    let _ = stop.send(true);
+    let _ = server.await;
+
+    println!("== catch-up: subscription runtime from position 0");
+    let per_tenant = (catch_up_events / clients as i64).max(1);
+    let inserted = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'tenant', t.aggregate_id, t.last + g, 'ProfileUpdated', '1.0',
+                json_build_object('ProfileUpdated', json_build_object('name', 'Synthetic ' || g,
+                    'industry', NULL, 'company_size', NULL, 'contact_email', NULL, 'billing_email', NULL)),
+                json_build_object('tenant_id', t.aggregate_id, 'actor', 'system', 'request_id', 'bench',
+                    'correlation_id', 'bench', 'causation_id', 'bench')
+           FROM (SELECT aggregate_id, max(sequence) AS last FROM events
+                  WHERE aggregate_type = 'tenant' GROUP BY aggregate_id) t,
+                generate_series(1, $1) g
+          ORDER BY g, t.aggregate_id",
+    )
+    .bind(per_tenant)
+    .execute(&pool)
+    .await?
+    .rows_affected();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    println!("appended {inserted} synthetic events; the log holds {total}");
+    let started = Instant::now();
+    let applied = coverwatch_replay::rebuild::rebuild(&pool, all_subscribers(), settings.subscriber_batch_size).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let subscribers = all_subscribers().len() as f64;
+    println!(
+        "catch-up: {total} events through {subscribers} subscribers ({applied} applications) in {elapsed:.2}s \
+         = {:.0} events/s (target >= 50000)",
+        total as f64 / elapsed
+    );
+    pool.close().await;
+    Ok(())
+}

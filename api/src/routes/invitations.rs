@@ -1,0 +1,220 @@
+//! Invitations: an owner or admin invites by e-mail with a role; the invitee
+//! accepts with the token (shown once) and receives its own API key.
+
+use super::tenants::generate_key;
+use super::{Page, limit, page, uuid_cursor};
+use crate::auth::{Principal, RequestInfo, anonymous_metadata};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::routes::Fields;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Duration, Utc};
+use coverwatch_commands::secrets::{new_invitation_token, parse_invitation_token, sha256_hex};
+use coverwatch_domain::tenant::{TenantCommand, TenantError};
+use coverwatch_domain::values::{Email, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    pub email: String,
+    /// admin, analyst, read_only or auditor.
+    pub role: String,
+    /// Hours until the token expires (1 to 720; default from settings, 168).
+    pub expires_in_hours: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedInvitation {
+    pub id: Uuid,
+    /// Shown once: only its hash is stored.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct InvitationView {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub invited_by: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedInvitation {
+    pub tenant_id: Uuid,
+    pub member_id: Uuid,
+    pub role: String,
+    /// The new member's API key. Shown once.
+    pub api_key: String,
+    pub api_key_id: Uuid,
+}
+
+/// Invite someone by e-mail (owner or admin).
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/invitations", tag = "invitations",
+    params(("tenant_id" = Uuid, Path)), request_body = CreateInvitation, security(("api_key" = [])),
+    responses((status = 201, body = CreatedInvitation), (status = 409, body = crate::error::Problem)))]
+pub async fn create_invitation(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    headers: HeaderMap,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateInvitation>,
+) -> ApiResult<impl IntoResponse> {
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    let mut fields = Fields::default();
+    let email = fields.check("email", Email::parse(&body.email));
+    let role = fields.check("role", Role::parse(&body.role));
+    let hours = body.expires_in_hours.unwrap_or(state.settings.invitation_ttl_hours);
+    if !(1..=720).contains(&hours) {
+        fields.check::<(), _>("expires_in_hours", Err("must be between 1 and 720"));
+    }
+    fields.finish()?;
+    let (email, role) = (email.unwrap(), role.unwrap());
+    let invitation_id = Uuid::now_v7();
+    let token = new_invitation_token(tenant_id, invitation_id);
+    let expires_at = state.clock.now() + Duration::hours(hours);
+    let command = TenantCommand::InviteMember {
+        by: member.actor(),
+        invitation_id,
+        email: email.clone(),
+        role,
+        token_hash: token.hash,
+        expires_at,
+    };
+    let committed = state
+        .tenants
+        .execute(tenant_id, command.into(), &member.metadata(&info))
+        .await?;
+    state.settle(committed).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedInvitation {
+            id: invitation_id,
+            token: token.plaintext,
+            expires_at,
+            email: email.into(),
+            role: role.as_str().into(),
+        }),
+    ))
+}
+
+/// Invitations of the tenant, oldest first (owner or admin).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/invitations", tag = "invitations",
+    params(("tenant_id" = Uuid, Path), InvitationQuery), security(("api_key" = [])),
+    responses((status = 200, body = Page<InvitationView>)))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<InvitationQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    member.require(Role::can_administer, "only an owner or admin sees invitations")?;
+    let limit = limit(query.limit)?;
+    let rows: Vec<InvitationView> = sqlx::query_as(
+        "SELECT id, email, role, status, invited_by, expires_at, created_at FROM invitations
+          WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(uuid_cursor(query.cursor.as_deref())?)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let (items, next_cursor) = page(rows, limit, |i| i.id.to_string());
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// Revoke a pending invitation (owner or admin).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/invitations/{invitation_id}", tag = "invitations",
+    params(("tenant_id" = Uuid, Path), ("invitation_id" = Uuid, Path)), security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = crate::error::Problem)))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    headers: HeaderMap,
+    ApiPath((tenant_id, invitation_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    let command = TenantCommand::RevokeInvitation {
+        by: member.actor(),
+        invitation_id,
+    };
+    let committed = state
+        .tenants
+        .execute(tenant_id, command.into(), &member.metadata(&info))
+        .await?;
+    state.settle(committed).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Accept an invitation with its token: creates the member and its API key.
+#[utoipa::path(post, path = "/v1/invitations/accept", tag = "invitations", request_body = AcceptInvitation,
+    responses((status = 201, body = AcceptedInvitation), (status = 404, body = crate::error::Problem),
+              (status = 410, body = crate::error::Problem)))]
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    info: RequestInfo,
+    ApiJson(body): ApiJson<AcceptInvitation>,
+) -> ApiResult<impl IntoResponse> {
+    let (tenant_id, invitation_id) = parse_invitation_token(body.token.trim())
+        .ok_or_else(|| ApiError::validation("token", "is not an invitation token"))?;
+    let member_id = Uuid::now_v7();
+    let (api_key, plaintext) = generate_key("default");
+    let api_key_id = api_key.key_id;
+    let command = TenantCommand::AcceptInvitation {
+        invitation_id,
+        token_hash: sha256_hex(body.token.trim()),
+        member_id,
+        api_key,
+    };
+    let metadata = anonymous_metadata(tenant_id, &format!("member:{member_id}"), &info);
+    let committed = match state.tenants.execute(tenant_id, command.into(), &metadata).await {
+        Err(coverwatch_commands::CommandError::Tenant(TenantError::NotFound)) => {
+            return Err(ApiError::NotFound("invitation".into()));
+        }
+        other => other?,
+    };
+    state.settle(committed).await;
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM members WHERE id = $1")
+        .bind(member_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AcceptedInvitation {
+            tenant_id,
+            member_id,
+            role: role.unwrap_or_default(),
+            api_key: plaintext,
+            api_key_id,
+        }),
+    ))
+}

@@ -1,0 +1,102 @@
+//! Typed settings: defaults, then an optional TOML file (`COVERWATCH_CONFIG`,
+//! else `coverwatch.toml` if present), then environment variables
+//! (`DATABASE_URL`, `COVERWATCH_*`). Secrets stay wrapped in `SecretString`.
+
+use anyhow::Context;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Where the event log lives; without it a local cluster is provisioned.
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// Serve the HTTP API in this process.
+    #[serde(default = "yes")]
+    pub api: bool,
+    /// Run the log subscribers (read models) in this process.
+    #[serde(default = "yes")]
+    pub subscribers: bool,
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_invitation_ttl")]
+    pub invitation_ttl_hours: i64,
+    /// How long a command waits for the read models to show its effect.
+    #[serde(default = "default_consistency_wait")]
+    pub consistency_wait_ms: u64,
+    #[serde(default = "default_pool")]
+    pub database_pool_size: u32,
+    #[serde(default = "default_batch")]
+    pub subscriber_batch_size: i64,
+    /// Directory of the provisioned local PostgreSQL cluster.
+    #[serde(default = "default_local_dir")]
+    pub local_dir: PathBuf,
+    #[serde(default = "default_local_port")]
+    pub local_port: u16,
+    /// `json` for structured logs, `pretty` for people.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_invitation_ttl() -> i64 {
+    7 * 24
+}
+fn default_consistency_wait() -> u64 {
+    5_000
+}
+fn default_pool() -> u32 {
+    20
+}
+fn default_batch() -> i64 {
+    2_000
+}
+fn default_local_dir() -> PathBuf {
+    PathBuf::from(".coverwatch")
+}
+fn default_local_port() -> u16 {
+    54329
+}
+fn default_log_format() -> String {
+    "pretty".into()
+}
+
+impl Settings {
+    pub fn load() -> anyhow::Result<Self> {
+        let file = std::env::var("COVERWATCH_CONFIG").unwrap_or_else(|_| "coverwatch.toml".into());
+        let required = std::env::var("COVERWATCH_CONFIG").is_ok();
+        let mut builder = config::Config::builder()
+            .add_source(
+                config::File::with_name(&file)
+                    .format(config::FileFormat::Toml)
+                    .required(required),
+            )
+            .add_source(config::Environment::with_prefix("COVERWATCH").try_parsing(true));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            builder = builder.set_override("database_url", url)?;
+        }
+        builder
+            .build()
+            .context("reading settings")?
+            .try_deserialize()
+            .context("invalid settings")
+    }
+
+    /// Defaults only (tests and the benchmark fill in what they need).
+    pub fn defaults() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
+    }
+}

@@ -1,0 +1,229 @@
+//! Builds the application: database, migrations, command services, the
+//! subscription runtime and the HTTP server. `Application::build` binds its
+//! listener before returning, so tests start it on port 0 and read the port.
+
+use crate::error::ApiError;
+use crate::local_pg::LocalPostgres;
+use crate::openapi::{ApiDoc, DOCUMENT};
+use crate::routes::{admin, api_keys, audit, health, invitations, members, tenants};
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::{idempotency, openapi};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use coverwatch_commands::TenantCommands;
+use coverwatch_domain::clock::{Clock, SystemClock};
+use coverwatch_domain::tenant::TenantServices;
+use coverwatch_projections::{Progress, SubscriptionRuntime, all_subscribers};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub struct Application {
+    port: u16,
+    listener: Option<TcpListener>,
+    router: Router,
+    runtime: Option<SubscriptionRuntime>,
+    wake: watch::Receiver<u64>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The database URL: the configured one, else the provisioned local cluster.
+pub async fn database_url(settings: &Settings) -> anyhow::Result<SecretString> {
+    match &settings.database_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(LocalPostgres::new(&settings.local_dir, settings.local_port)?
+            .ensure_running()
+            .await?
+            .into()),
+    }
+}
+
+pub async fn connect(url: &SecretString, size: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .connect(url.expose_secret())
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let url = database_url(&settings).await?;
+        let pool = connect(&url, settings.database_pool_size).await?;
+        migrate(&pool).await?;
+        Self::build_with(settings, pool, Arc::new(SystemClock)).await
+    }
+
+    /// Build on an existing pool with a given clock (tests control time).
+    pub async fn build_with(settings: Settings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let (wake_tx, wake) = watch::channel(0u64);
+        let wake_tx = Arc::new(wake_tx);
+        let runtime = if settings.subscribers {
+            Some(SubscriptionRuntime::new(pool.clone(), all_subscribers(), settings.subscriber_batch_size).await?)
+        } else {
+            None
+        };
+        let progress = match &runtime {
+            Some(runtime) => runtime.progress(),
+            None => Progress::Database(pool.clone()),
+        };
+        let tenants = TenantCommands::new(pool.clone(), TenantServices { clock: clock.clone() }, wake_tx);
+        let state = AppState {
+            pool,
+            tenants: Arc::new(tenants),
+            progress,
+            settings: Arc::new(settings.clone()),
+            clock,
+        };
+        let listener = if settings.api {
+            Some(
+                TcpListener::bind(&settings.bind)
+                    .await
+                    .with_context(|| format!("binding {}", settings.bind))?,
+            )
+        } else {
+            None
+        };
+        let port = match &listener {
+            Some(listener) => listener.local_addr()?.port(),
+            None => 0,
+        };
+        Ok(Self {
+            port,
+            listener,
+            router: router(state),
+            runtime,
+            wake,
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the application when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Serve (and follow the log) until SIGINT/SIGTERM or the shutdown handle.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = shutdown.send(true);
+        });
+        let subscribers = self.runtime.map(|runtime| {
+            let (wake, stop) = (self.wake.clone(), self.shutdown.subscribe());
+            tokio::spawn(runtime.run(wake, stop))
+        });
+        if let Some(listener) = self.listener {
+            let mut stop = self.shutdown.subscribe();
+            axum::serve(
+                listener,
+                self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        }
+        if let Some(subscribers) = subscribers {
+            subscribers.await.context("subscriber runtime")?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(tenants::create_tenant))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(invitations::create_invitation, invitations::list_invitations))
+        .routes(routes!(invitations::revoke_invitation))
+        .routes(routes!(invitations::accept_invitation))
+        .routes(routes!(members::list_members))
+        .routes(routes!(
+            members::get_member,
+            members::change_role,
+            members::remove_member
+        ))
+        .routes(routes!(members::suspend_member))
+        .routes(routes!(members::reactivate_member))
+        .routes(routes!(members::transfer_ownership))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(audit::audit_log))
+        .routes(routes!(admin::list_tenants))
+        .routes(routes!(admin::suspend_tenant))
+        .routes(routes!(admin::reactivate_tenant))
+        .split_for_parts();
+    let _ = DOCUMENT.set(document);
+    let body_limit = state.settings.max_body_bytes;
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %request_id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,7 @@
+//! Coverwatch's pure domain model: aggregates, their commands and events, and
+//! the value types they are built from. No I/O and no SQL live here; time comes
+//! in through the [`clock::Clock`] service so rules about expiry are testable.
+
+pub mod clock;
+pub mod tenant;
+pub mod values;

@@ -1,0 +1,137 @@
+//! What may be asked of a tenant. Identifiers, token hashes and expiry times are
+//! chosen by the caller (the application layer), so the aggregate stays pure.
+
+use crate::values::{Email, Label, Name, Role, Slug};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Who is asking, as far as the domain's rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    Member(Uuid),
+    PlatformAdmin,
+}
+
+/// A command together with the aggregate version the caller last saw
+/// (`If-Match`); a mismatch is refused before anything is decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<C> {
+    pub expected_version: Option<u64>,
+    pub command: C,
+}
+
+impl<C> From<C> for Versioned<C> {
+    fn from(command: C) -> Self {
+        Self {
+            expected_version: None,
+            command,
+        }
+    }
+}
+
+/// A freshly generated API key: only its hash ever reaches the aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewApiKey {
+    pub key_id: Uuid,
+    pub name: Name,
+    pub prefix: String,
+    pub secret_hash: String,
+}
+
+/// The parent of a child tenant, with the parent's own ancestry (root first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentTenant {
+    pub id: Uuid,
+    pub hierarchy_path: Vec<Uuid>,
+}
+
+/// A partial profile update: `None` leaves a field alone; `Some(None)` clears
+/// an optional field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileChanges {
+    pub name: Option<Name>,
+    pub industry: Option<Option<Label>>,
+    pub company_size: Option<Option<Label>>,
+    pub contact_email: Option<Option<Email>>,
+    pub billing_email: Option<Option<Email>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantCommand {
+    Create {
+        tenant_id: Uuid,
+        name: Name,
+        slug: Slug,
+        owner_member_id: Uuid,
+        owner_email: Email,
+        owner_key: NewApiKey,
+        industry: Option<Label>,
+        company_size: Option<Label>,
+        contact_email: Option<Email>,
+        billing_email: Option<Email>,
+        parent: Option<ParentTenant>,
+    },
+    UpdateProfile {
+        by: Actor,
+        changes: ProfileChanges,
+    },
+    Delete {
+        by: Actor,
+        confirm_slug: String,
+    },
+    InviteMember {
+        by: Actor,
+        invitation_id: Uuid,
+        email: Email,
+        role: Role,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    },
+    RevokeInvitation {
+        by: Actor,
+        invitation_id: Uuid,
+    },
+    AcceptInvitation {
+        invitation_id: Uuid,
+        token_hash: String,
+        member_id: Uuid,
+        api_key: NewApiKey,
+    },
+    ChangeMemberRole {
+        by: Actor,
+        member_id: Uuid,
+        role: Role,
+    },
+    SuspendMember {
+        by: Actor,
+        member_id: Uuid,
+    },
+    ReactivateMember {
+        by: Actor,
+        member_id: Uuid,
+    },
+    RemoveMember {
+        by: Actor,
+        member_id: Uuid,
+    },
+    TransferOwnership {
+        by: Actor,
+        to_member_id: Uuid,
+    },
+    CreateApiKey {
+        by: Actor,
+        key: NewApiKey,
+    },
+    RevokeApiKey {
+        by: Actor,
+        key_id: Uuid,
+    },
+    Suspend {
+        by: Actor,
+        reason: String,
+    },
+    Reactivate {
+        by: Actor,
+    },
+}

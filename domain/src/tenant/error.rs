@@ -1,0 +1,24 @@
+//! Why the Tenant aggregate refused a command. The API maps each kind to a
+//! status and a stable problem type.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    #[error("the tenant already exists")]
+    AlreadyExists,
+    #[error("tenant not found")]
+    NotFound,
+    #[error("the tenant is suspended: members can read but not write")]
+    Suspended,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the tenant is at version {actual}, not the expected {expected}")]
+    VersionMismatch { expected: u64, actual: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Rule(String),
+    #[error("{0} not found")]
+    NotFoundItem(&'static str),
+    #[error("the invitation is no longer valid: {0}")]
+    InvitationGone(&'static str),
+}

@@ -1,0 +1,143 @@
+//! What happened to a tenant. Event names are past tense; every event is at
+//! version 1.0 (an upcaster is added beside a new version when one changes).
+
+use crate::values::{Email, Label, Name, Role, Slug};
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    #[default]
+    Active,
+    Suspended,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    Active,
+    Suspended,
+    Removed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TenantEvent {
+    TenantCreated {
+        tenant_id: Uuid,
+        name: Name,
+        slug: Slug,
+        owner_member_id: Uuid,
+        owner_email: Email,
+        industry: Option<Label>,
+        company_size: Option<Label>,
+        contact_email: Option<Email>,
+        billing_email: Option<Email>,
+        parent_tenant_id: Option<Uuid>,
+        /// Ancestors from the root down to the parent; empty for a root tenant.
+        hierarchy_path: Vec<Uuid>,
+    },
+    ProfileUpdated {
+        name: Option<Name>,
+        industry: Option<Option<Label>>,
+        company_size: Option<Option<Label>>,
+        contact_email: Option<Option<Email>>,
+        billing_email: Option<Option<Email>>,
+    },
+    TenantDeleted {
+        by_member_id: Uuid,
+    },
+    MemberInvited {
+        invitation_id: Uuid,
+        email: Email,
+        role: Role,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    },
+    InvitationRevoked {
+        invitation_id: Uuid,
+    },
+    InvitationAccepted {
+        invitation_id: Uuid,
+        member_id: Uuid,
+        email: Email,
+        role: Role,
+    },
+    MemberRoleChanged {
+        member_id: Uuid,
+        from: Role,
+        to: Role,
+    },
+    MemberSuspended {
+        member_id: Uuid,
+    },
+    MemberReactivated {
+        member_id: Uuid,
+    },
+    MemberRemoved {
+        member_id: Uuid,
+    },
+    OwnershipTransferred {
+        from_member_id: Uuid,
+        to_member_id: Uuid,
+        /// The role the previous owner keeps.
+        previous_owner_role: Role,
+    },
+    ApiKeyCreated {
+        key_id: Uuid,
+        member_id: Uuid,
+        name: Name,
+        prefix: String,
+        secret_hash: String,
+    },
+    ApiKeyRevoked {
+        key_id: Uuid,
+    },
+    TenantSuspended {
+        reason: String,
+    },
+    TenantReactivated {},
+}
+
+impl TenantEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TenantCreated { .. } => "TenantCreated",
+            Self::ProfileUpdated { .. } => "ProfileUpdated",
+            Self::TenantDeleted { .. } => "TenantDeleted",
+            Self::MemberInvited { .. } => "MemberInvited",
+            Self::InvitationRevoked { .. } => "InvitationRevoked",
+            Self::InvitationAccepted { .. } => "InvitationAccepted",
+            Self::MemberRoleChanged { .. } => "MemberRoleChanged",
+            Self::MemberSuspended { .. } => "MemberSuspended",
+            Self::MemberReactivated { .. } => "MemberReactivated",
+            Self::MemberRemoved { .. } => "MemberRemoved",
+            Self::OwnershipTransferred { .. } => "OwnershipTransferred",
+            Self::ApiKeyCreated { .. } => "ApiKeyCreated",
+            Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Self::TenantSuspended { .. } => "TenantSuspended",
+            Self::TenantReactivated { .. } => "TenantReactivated",
+        }
+    }
+}
+
+impl DomainEvent for TenantEvent {
+    fn event_type(&self) -> String {
+        self.name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}

@@ -1,0 +1,56 @@
+//! An event as stored in the log, and the gap-free batch read subscribers use.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub tenant_id: Option<Uuid>,
+    #[sqlx(json)]
+    pub payload: Value,
+    #[sqlx(json)]
+    pub metadata: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl StoredEvent {
+    /// A metadata value as text, if present.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// The payload of an externally tagged event (`{"EventName": {...}}`).
+    pub fn body(&self) -> &Value {
+        self.payload.get(&self.event_type).unwrap_or(&self.payload)
+    }
+}
+
+pub const EVENT_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, recorded_at, tenant_id, payload, metadata, prev_hash, hash";
+
+/// The next events after `after`, in global order, taking only events whose
+/// writing transaction has finished (below the snapshot's xmin). A slow
+/// transaction holds the horizon back instead of being skipped.
+pub async fn read_batch(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+          WHERE position > $1 AND position < coverwatch_visible_horizon()
+          ORDER BY position LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,250 @@
+//! The subscription runtime. Each subscriber reads the log in global order in
+//! batches; a batch's read-model writes and the subscriber's checkpoint commit
+//! in one transaction, so a crash at any moment neither loses nor doubles an
+//! effect. A transaction-scoped advisory lock keeps two processes from running
+//! the same subscriber at once.
+
+use crate::event::{StoredEvent, read_batch};
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// A named consumer of the log that keeps a read model (or an outbox).
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// Stable name: the key of its checkpoint.
+    fn name(&self) -> &'static str;
+    /// The tables it owns and may be rebuilt from scratch.
+    fn tables(&self) -> &'static [&'static str];
+    /// Apply one batch inside the caller's transaction. Must be idempotent per
+    /// event (replays after a crash roll back with the checkpoint, but a
+    /// rebuild may re-run events over rows it already wrote).
+    async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;
+}
+
+/// How far each subscriber has got, for read-your-writes waits.
+#[derive(Clone)]
+pub enum Progress {
+    /// Subscribers run in this process: wait on their in-memory positions.
+    InProcess(Arc<HashMap<&'static str, watch::Receiver<i64>>>),
+    /// Subscribers run elsewhere: poll their checkpoints.
+    Database(PgPool),
+}
+
+impl Progress {
+    /// Wait until every subscriber has processed `position`, or `timeout`
+    /// passes; returns whether they all got there.
+    pub async fn wait_for(&self, position: i64, timeout: Duration) -> bool {
+        if position <= 0 {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        match self {
+            Self::InProcess(positions) => {
+                for receiver in positions.values() {
+                    let mut receiver = receiver.clone();
+                    let reached = tokio::time::timeout_at(deadline.into(), receiver.wait_for(|p| *p >= position));
+                    if !matches!(reached.await, Ok(Ok(_))) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Self::Database(pool) => loop {
+                let lowest: Option<i64> = sqlx::query_scalar("SELECT min(position) FROM subscriber_checkpoints")
+                    .fetch_one(pool)
+                    .await
+                    .ok()
+                    .flatten();
+                if lowest.is_some_and(|p| p >= position) {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            },
+        }
+    }
+}
+
+pub struct SubscriptionRuntime {
+    pool: PgPool,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+    batch_size: i64,
+    positions: HashMap<&'static str, watch::Sender<i64>>,
+}
+
+/// The outcome of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub events: usize,
+    pub position: i64,
+}
+
+impl SubscriptionRuntime {
+    pub async fn new(pool: PgPool, subscribers: Vec<Arc<dyn Subscriber>>, batch_size: i64) -> anyhow::Result<Self> {
+        let mut positions = HashMap::new();
+        for subscriber in &subscribers {
+            let position = ensure_checkpoint(&pool, subscriber.name()).await?;
+            positions.insert(subscriber.name(), watch::channel(position).0);
+        }
+        Ok(Self {
+            pool,
+            subscribers,
+            batch_size,
+            positions,
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress::InProcess(Arc::new(
+            self.positions
+                .iter()
+                .map(|(name, tx)| (*name, tx.subscribe()))
+                .collect(),
+        ))
+    }
+
+    /// Run every subscriber until none has anything left below the horizon.
+    /// Returns the number of events processed (summed over subscribers).
+    pub async fn catch_up(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for subscriber in &self.subscribers {
+            loop {
+                let step = step(&self.pool, subscriber.as_ref(), self.batch_size).await?;
+                if let Some(tx) = self.positions.get(subscriber.name()) {
+                    tx.send_modify(|p| *p = (*p).max(step.position));
+                }
+                total += step.events as u64;
+                if step.events == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Follow the log until `shutdown` turns true. `wake` is bumped by
+    /// in-process commits so the next poll happens at once.
+    pub async fn run(self, wake: watch::Receiver<u64>, shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for subscriber in self.subscribers {
+            let position = self.positions[subscriber.name()].clone();
+            let (pool, batch) = (self.pool.clone(), self.batch_size);
+            let (wake, shutdown) = (wake.clone(), shutdown.clone());
+            tasks.spawn(follow(pool, subscriber, batch, position, wake, shutdown));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn follow(
+    pool: PgPool,
+    subscriber: Arc<dyn Subscriber>,
+    batch_size: i64,
+    position: watch::Sender<i64>,
+    mut wake: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Poll fast while the log is busy (a commit may be waiting for an older
+    // transaction to finish), slowly when it is idle.
+    const BUSY: Duration = Duration::from_millis(2);
+    const IDLE: Duration = Duration::from_millis(50);
+    let mut last_activity = Instant::now();
+    let mut failures = 0u32;
+    while !*shutdown.borrow() {
+        match step(&pool, subscriber.as_ref(), batch_size).await {
+            Ok(step) if step.events > 0 => {
+                failures = 0;
+                last_activity = Instant::now();
+                position.send_replace(step.position);
+                continue;
+            }
+            Ok(_) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                tracing::error!(subscriber = subscriber.name(), error = ?error, "subscriber batch failed; retrying");
+            }
+        }
+        let pause = if failures > 0 {
+            Duration::from_millis(100 * u64::from(failures.min(50)))
+        } else if last_activity.elapsed() < Duration::from_secs(1) {
+            BUSY
+        } else {
+            IDLE
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            changed = wake.changed() => {
+                if changed.is_ok() { last_activity = Instant::now(); }
+                else { tokio::time::sleep(pause).await; }
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Create the subscriber's checkpoint row if missing; returns its position.
+pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> anyhow::Result<i64> {
+    sqlx::query("INSERT INTO subscriber_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await
+        .context("creating a subscriber checkpoint")?;
+    let position = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+    Ok(position)
+}
+
+/// One batch: lock, read after the checkpoint below the horizon, apply,
+/// advance the checkpoint, commit.
+pub async fn step(pool: &PgPool, subscriber: &dyn Subscriber, batch_size: i64) -> anyhow::Result<Step> {
+    let name = subscriber.name();
+    let mut tx = pool.begin().await.context("beginning a subscriber batch")?;
+    // An advisory lock, not SELECT ... FOR UPDATE: a row lock would give this
+    // transaction an xid before it reads, holding back its own horizon.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('coverwatch.subscriber.' || $1))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("reading the checkpoint of {name}"))?;
+    let events = read_batch(&mut tx, checkpoint, batch_size).await?;
+    let Some(last) = events.last() else {
+        tx.rollback().await?;
+        return Ok(Step {
+            events: 0,
+            position: checkpoint,
+        });
+    };
+    let last_position = last.position;
+    subscriber
+        .handle(&mut tx, &events)
+        .await
+        .with_context(|| format!("{name} applying events after position {checkpoint}"))?;
+    sqlx::query(
+        "UPDATE subscriber_checkpoints
+            SET position = $2, events_processed = events_processed + $3, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(last_position)
+    .bind(events.len() as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await.context("committing a subscriber batch")?;
+    Ok(Step {
+        events: events.len(),
+        position: last_position,
+    })
+}
