@@ -89,10 +89,10 @@ impl Principal {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        if let Some(admin) = &state.settings.admin_token {
-            if constant_time_eq(admin.expose_secret().as_bytes(), token.as_bytes()) {
-                return Ok(Self::PlatformAdmin);
-            }
+        if let Some(admin) = &state.settings.admin_token
+            && constant_time_eq(admin.expose_secret().as_bytes(), token.as_bytes())
+        {
+            return Ok(Self::PlatformAdmin);
         }
         let key_id = parse_api_key(token).ok_or(ApiError::Unauthorized)?;
         let row: Option<(Uuid, Uuid, String, String, String, String)> = sqlx::query_as(

@@ -81,14 +81,4 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Deserialize a field that may be absent (leave alone), `null` (clear) or a
-/// value (set) into `Option<Option<T>>`.
-pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-use serde::Deserialize as _;
+pub use coverwatch_domain::values::double_option;

@@ -73,12 +73,7 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         == 1;
 
     if !claimed {
-        let stored: Option<(
-            String,
-            Option<i32>,
-            Option<serde_json::Value>,
-            Option<serde_json::Value>,
-        )> = sqlx::query_as(
+        let stored: Option<StoredResponse> = sqlx::query_as(
             "SELECT fingerprint, response_status, response_body, response_headers
                    FROM idempotency_keys WHERE scope = $1 AND key = $2",
         )
@@ -139,6 +134,14 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
+
+/// fingerprint, status, body, headers of a stored first response.
+type StoredResponse = (
+    String,
+    Option<i32>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
 
 fn replay(status: i32, body: Option<serde_json::Value>, headers: Option<serde_json::Value>) -> Response {
     let status = u16::try_from(status)

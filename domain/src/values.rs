@@ -196,6 +196,19 @@ impl fmt::Display for Role {
     }
 }
 
+/// Serde helper for `Option<Option<T>>` fields: absent → `None` (with
+/// `#[serde(default)]`), `null` → `Some(None)`, a value → `Some(Some(v))`.
+/// Pair it with `skip_serializing_if = "Option::is_none"` so the three
+/// states survive a round trip (a plain `Option<Option<T>>` writes both
+/// `None` and `Some(None)` as `null`).
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

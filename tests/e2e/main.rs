@@ -1,1 +1,13 @@
-fn main() {}
+//! End-to-end tests: the real server on a real PostgreSQL (a database per
+//! test, copied from a migrated template), driven over HTTP.
+
+mod audit;
+mod crash;
+mod errors;
+mod event_log;
+mod helpers;
+mod idempotency;
+mod isolation;
+mod members;
+mod openapi;
+mod tenants;

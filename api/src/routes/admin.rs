@@ -39,10 +39,10 @@ pub async fn list_tenants(
 ) -> ApiResult<Json<Page<TenantView>>> {
     principal.require_admin()?;
     let limit = limit(query.limit)?;
-    if let Some(status) = &query.status {
-        if !["active", "suspended", "deleted"].contains(&status.as_str()) {
-            return Err(ApiError::validation("status", "must be active, suspended or deleted"));
-        }
+    if let Some(status) = &query.status
+        && !["active", "suspended", "deleted"].contains(&status.as_str())
+    {
+        return Err(ApiError::validation("status", "must be active, suspended or deleted"));
     }
     let rows: Vec<TenantView> = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants

@@ -107,10 +107,10 @@ pub async fn list_members(
     let version = tenant_version(&state, tenant_id).await?;
     let limit = limit(query.limit)?;
     let cursor = uuid_cursor(query.cursor.as_deref())?;
-    if let Some(status) = &query.status {
-        if !["active", "suspended", "removed"].contains(&status.as_str()) {
-            return Err(ApiError::validation("status", "must be active, suspended or removed"));
-        }
+    if let Some(status) = &query.status
+        && !["active", "suspended", "removed"].contains(&status.as_str())
+    {
+        return Err(ApiError::validation("status", "must be active, suspended or removed"));
     }
     let rows: Vec<MemberView> = sqlx::query_as(
         "SELECT id, email, role, status, joined_at FROM members

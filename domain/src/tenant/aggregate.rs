@@ -78,13 +78,13 @@ impl Aggregate for Tenant {
         services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if let Some(expected) = command.expected_version {
-            if expected != self.version {
-                return Err(TenantError::VersionMismatch {
-                    expected,
-                    actual: self.version,
-                });
-            }
+        if let Some(expected) = command.expected_version
+            && expected != self.version
+        {
+            return Err(TenantError::VersionMismatch {
+                expected,
+                actual: self.version,
+            });
         }
         for event in self.decide(command.command, services.clock.now())? {
             sink.write(event, self).await;

@@ -48,11 +48,33 @@ pub enum TenantEvent {
         /// Ancestors from the root down to the parent; empty for a root tenant.
         hierarchy_path: Vec<Uuid>,
     },
+    /// Only the fields that changed are present; `null` means cleared.
     ProfileUpdated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<Name>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::values::double_option"
+        )]
         industry: Option<Option<Label>>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::values::double_option"
+        )]
         company_size: Option<Option<Label>>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::values::double_option"
+        )]
         contact_email: Option<Option<Email>>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::values::double_option"
+        )]
         billing_email: Option<Option<Email>>,
     },
     TenantDeleted {

@@ -596,3 +596,20 @@ fn only_the_platform_admin_suspends_and_reactivates_a_tenant() {
         }))
         .then_expect_events(vec![TenantEvent::TenantReactivated {}]);
 }
+
+#[test]
+fn a_cleared_profile_field_survives_serialization() {
+    let event = TenantEvent::ProfileUpdated {
+        name: None,
+        industry: Some(None),
+        company_size: None,
+        contact_email: Some(Some(email("a@b.test"))),
+        billing_email: None,
+    };
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"ProfileUpdated": {"industry": null, "contact_email": "a@b.test"}})
+    );
+    assert_eq!(serde_json::from_value::<TenantEvent>(json).unwrap(), event);
+}

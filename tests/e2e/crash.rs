@@ -1,0 +1,196 @@
+//! Crash safety of the subscription runtime: the subscribers run in a real
+//! `coverwatch serve --subscribers-only` process that is SIGKILLed at random
+//! moments while commands keep arriving; afterwards every read model equals a
+//! rebuild from position 0, and every event was applied exactly once.
+
+use crate::helpers::{expect_status, spawn_app_with};
+use coverwatch_domain::clock::SystemClock;
+use coverwatch_projections::all_subscribers;
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// With subscribers down, a just-issued key is not yet known to the
+/// directory read model: retry until it is (bounded).
+async fn until_authorized<F, Fut>(mut send: F) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = send().await;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "a key stayed unknown for 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn coverwatch_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().unwrap().parent().unwrap().join("coverwatch");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+fn start_subscribers(database_url: &str) -> tokio::process::Child {
+    tokio::process::Command::new(coverwatch_binary())
+        .args(["serve", "--subscribers-only"])
+        .env("DATABASE_URL", database_url)
+        // Small batches: more commits, more moments to be killed in between.
+        .env("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "7")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn snapshot(pool: &PgPool) -> Value {
+    let mut tables = serde_json::Map::new();
+    for subscriber in all_subscribers() {
+        for table in subscriber.tables() {
+            let key = if *table == "audit_log" { "position" } else { "id" };
+            let rows: Value = sqlx::query_scalar(&format!(
+                "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY {key}), '[]'::jsonb) FROM {table} t"
+            ))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            tables.insert(table.to_string(), rows);
+        }
+    }
+    Value::Object(tables)
+}
+
+async fn caught_up(pool: &PgPool) -> bool {
+    let behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM subscriber_checkpoints c
+          WHERE c.position < (SELECT coalesce(max(position), 0) FROM events)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let subscribers: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriber_checkpoints")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    behind == 0 && subscribers == all_subscribers().len() as i64
+}
+
+#[tokio::test]
+async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild() {
+    // The API runs here without subscribers (and without waiting for them).
+    let app = spawn_app_with(Arc::new(SystemClock), |s| {
+        s.subscribers = false;
+        s.consistency_wait_ms = 0;
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tenants = Arc::new(Mutex::new(vec![]));
+
+    // Load: sign-ups, invitations, acceptances and profile changes, concurrently.
+    let mut load = vec![];
+    for worker in 0..4 {
+        let (app, stop, tenants) = (app.clone_client(), stop.clone(), tenants.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let tenant = app.create_tenant(&format!("crash-{worker}-{n}")).await;
+                let base = format!("/v1/tenants/{}", tenant.id);
+                let invitations = format!("{base}/invitations");
+                let body = json!({"email": format!("m{n}@crash.test"), "role": "analyst"});
+                let invited = until_authorized(|| app.post(&invitations, &tenant.key, body.clone())).await;
+                let invitation = expect_status(invited, StatusCode::CREATED).await;
+                let accepted = app
+                    .request(reqwest::Method::POST, "/v1/invitations/accept", None)
+                    .json(&json!({"token": invitation["token"]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(accepted.status(), StatusCode::CREATED);
+                for i in 0..3 {
+                    let body = json!({"name": format!("Renamed {i}")});
+                    let response = until_authorized(|| app.patch(&base, &tenant.key, body.clone())).await;
+                    assert_eq!(response.status(), StatusCode::OK);
+                }
+                tenants.lock().unwrap().push(tenant);
+            }
+        }));
+    }
+
+    // Kill the subscriber process at random moments, several times.
+    let database_url = app.database_url.clone();
+    let mut kills = 0;
+    let mut kills_while_behind = 0;
+    for _ in 0..8 {
+        let mut child = start_subscribers(&database_url);
+        let alive = rand::thread_rng().gen_range(150..700);
+        tokio::time::sleep(Duration::from_millis(alive)).await;
+        if !caught_up(&app.pool).await {
+            kills_while_behind += 1;
+        }
+        child.start_kill().unwrap(); // SIGKILL
+        child.wait().await.unwrap();
+        kills += 1;
+    }
+    assert!(
+        kills_while_behind >= 2,
+        "the kills should land while there is work: {kills_while_behind}"
+    );
+    // A last run catches up while the load winds down.
+    let mut child = start_subscribers(&database_url);
+    stop.store(true, Ordering::SeqCst);
+    for worker in load {
+        worker.await.unwrap();
+    }
+    assert_eq!(kills, 8);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !caught_up(&app.pool).await {
+        assert!(Instant::now() < deadline, "subscribers did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(total > 100, "too little load to mean anything: {total}");
+    let processed: Vec<(String, i64)> = sqlx::query_as("SELECT name, events_processed FROM subscriber_checkpoints")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for (name, count) in processed {
+        assert_eq!(count, total, "{name} applied {count} events for {total} in the log");
+    }
+    let audit_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(audit_rows, total);
+
+    let live = snapshot(&app.pool).await;
+    coverwatch_replay::rebuild::rebuild(&app.pool, all_subscribers(), 500)
+        .await
+        .unwrap();
+    let rebuilt = snapshot(&app.pool).await;
+    assert_eq!(live, rebuilt, "the read models after crashes differ from a rebuild");
+    assert!(tenants.lock().unwrap().len() >= 4);
+}

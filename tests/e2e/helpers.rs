@@ -1,0 +1,287 @@
+//! `spawn_app()`: a fresh database from the migrated template and the real
+//! application on port 0, plus small HTTP helpers.
+
+use coverwatch_api::Settings;
+use coverwatch_api::local_pg::LocalPostgres;
+use coverwatch_api::startup::{Application, MIGRATOR};
+use coverwatch_domain::clock::{Clock, ManualClock, SystemClock};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::path::PathBuf;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-platform-admin-token";
+const TEMPLATE: &str = "coverwatch_template";
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub http: reqwest::Client,
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A tenant created through the API, with its owner's key.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: String,
+    pub slug: String,
+    pub owner_member_id: String,
+    pub key: String,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cluster() -> LocalPostgres {
+    LocalPostgres::new(&workspace_root().join(".coverwatch"), 54329).unwrap()
+}
+
+/// The cluster's admin URL: `COVERWATCH_TEST_DATABASE_URL` (a server, any
+/// database), else the local cluster `make test` prepares.
+async fn server_url(database: &str) -> String {
+    if let Ok(url) = std::env::var("COVERWATCH_TEST_DATABASE_URL") {
+        let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(url);
+        return format!("{base}/{database}");
+    }
+    let local = cluster();
+    if PgConnection::connect(&local.url("postgres")).await.is_err() {
+        local
+            .ensure_running()
+            .await
+            .expect("the local PostgreSQL cluster starts");
+    }
+    local.url(database)
+}
+
+fn migrations_fingerprint() -> String {
+    let mut hasher = Sha256::new();
+    for migration in MIGRATOR.iter() {
+        hasher.update(migration.version.to_le_bytes());
+        hasher.update(&*migration.checksum);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Create (or refresh, when migrations changed) the migrated template.
+async fn ensure_template(admin: &mut PgConnection) {
+    sqlx::query("SELECT pg_advisory_lock(72430001)")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    let fingerprint = migrations_fingerprint();
+    let current: Option<Option<String>> =
+        sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
+            .bind(TEMPLATE)
+            .fetch_optional(&mut *admin)
+            .await
+            .unwrap();
+    if current.flatten().as_deref() != Some(fingerprint.as_str()) {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {TEMPLATE}"))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+        let pool = PgPool::connect(&server_url(TEMPLATE).await).await.unwrap();
+        MIGRATOR.run(&pool).await.expect("migrations apply to the template");
+        pool.close().await;
+        sqlx::query(&format!("COMMENT ON DATABASE {TEMPLATE} IS '{fingerprint}'"))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT pg_advisory_unlock(72430001)")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+}
+
+/// A new, migrated database of its own; returns its URL.
+pub async fn fresh_database() -> String {
+    let mut admin = PgConnection::connect(&server_url("postgres").await).await.unwrap();
+    ensure_template(&mut admin).await;
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    server_url(&name).await
+}
+
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.bind = "127.0.0.1:0".into();
+    settings.database_url = Some(database_url.to_owned().into());
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.database_pool_size = 10;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Arc::new(SystemClock), |_| {}).await
+}
+
+pub async fn spawn_app_with_clock(clock: ManualClock) -> TestApp {
+    spawn_app_with(Arc::new(clock), |_| {}).await
+}
+
+pub async fn spawn_app_with(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    coverwatch_api::telemetry::init("pretty");
+    let database_url = fresh_database().await;
+    let mut settings = test_settings(&database_url);
+    configure(&mut settings);
+    let pool = PgPool::connect(&database_url).await.unwrap();
+    let app = Application::build_with(settings, pool.clone(), clock)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        pool,
+        database_url,
+        http: reqwest::Client::new(),
+        stop,
+    }
+}
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str, key: Option<&str>) -> RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.address));
+        match key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.request(Method::GET, path, Some(key)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Response {
+        self.request(Method::PATCH, path, Some(key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.request(Method::DELETE, path, Some(key)).send().await.unwrap()
+    }
+
+    pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        let response = self
+            .request(Method::POST, "/v1/tenants", None)
+            .json(&json!({"name": format!("Tenant {slug}"), "slug": slug, "owner_email": format!("owner@{slug}.test")}))
+            .send()
+            .await
+            .unwrap();
+        let body = expect_status(response, StatusCode::CREATED).await;
+        TestTenant {
+            id: body["id"].as_str().unwrap().to_owned(),
+            slug: slug.to_owned(),
+            owner_member_id: body["owner_member_id"].as_str().unwrap().to_owned(),
+            key: body["api_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Invite `email` with `role` and accept: returns (member id, api key).
+    pub async fn add_member(&self, tenant: &TestTenant, email: &str, role: &str) -> (String, String) {
+        let invitation = expect_status(
+            self.post(
+                &format!("/v1/tenants/{}/invitations", tenant.id),
+                &tenant.key,
+                json!({"email": email, "role": role}),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let accepted = expect_status(
+            self.request(Method::POST, "/v1/invitations/accept", None)
+                .json(&json!({"token": invitation["token"]}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        (
+            accepted["member_id"].as_str().unwrap().to_owned(),
+            accepted["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// Assert the status (showing the body when it differs) and return the JSON body.
+pub async fn expect_status(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Assert a problem+json response with the given status and type suffix.
+pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = expect_status(response, status).await;
+    assert_eq!(content_type, "application/problem+json", "body: {body}");
+    assert_eq!(
+        body["type"],
+        format!("https://coverwatch.dev/problems/{kind}"),
+        "body: {body}"
+    );
+    assert_eq!(body["status"], status.as_u16(), "body: {body}");
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["detail"].as_str().is_some_and(|t| !t.is_empty()));
+    body
+}
+
+impl TestApp {
+    /// A cheap handle for spawned tasks (same server, same pool).
+    pub fn clone_client(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            pool: self.pool.clone(),
+            database_url: self.database_url.clone(),
+            http: self.http.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    pub async fn create_tenant_owned(&self, slug: String) -> TestTenant {
+        self.create_tenant(&slug).await
+    }
+}

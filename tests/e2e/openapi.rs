@@ -1,0 +1,96 @@
+//! The OpenAPI document: 3.1, generated from the code, covering every route.
+
+use crate::helpers::{expect_status, spawn_app};
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
+    let app = spawn_app().await;
+    let document = expect_status(
+        app.request(Method::GET, "/openapi.json", None).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    let expected = [
+        ("post", "/v1/tenants"),
+        ("get", "/v1/tenants/{tenant_id}"),
+        ("patch", "/v1/tenants/{tenant_id}"),
+        ("delete", "/v1/tenants/{tenant_id}"),
+        ("post", "/v1/tenants/{tenant_id}/invitations"),
+        ("get", "/v1/tenants/{tenant_id}/invitations"),
+        ("delete", "/v1/tenants/{tenant_id}/invitations/{invitation_id}"),
+        ("post", "/v1/invitations/accept"),
+        ("get", "/v1/tenants/{tenant_id}/members"),
+        ("get", "/v1/tenants/{tenant_id}/members/{member_id}"),
+        ("patch", "/v1/tenants/{tenant_id}/members/{member_id}"),
+        ("delete", "/v1/tenants/{tenant_id}/members/{member_id}"),
+        ("post", "/v1/tenants/{tenant_id}/members/{member_id}/suspend"),
+        ("post", "/v1/tenants/{tenant_id}/members/{member_id}/reactivate"),
+        ("post", "/v1/tenants/{tenant_id}/transfer-ownership"),
+        ("post", "/v1/tenants/{tenant_id}/api-keys"),
+        ("get", "/v1/tenants/{tenant_id}/api-keys"),
+        ("delete", "/v1/tenants/{tenant_id}/api-keys/{key_id}"),
+        ("get", "/v1/tenants/{tenant_id}/audit-log"),
+        ("get", "/v1/admin/tenants"),
+        ("post", "/v1/admin/tenants/{tenant_id}/suspend"),
+        ("post", "/v1/admin/tenants/{tenant_id}/reactivate"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/openapi.json"),
+    ];
+    for (method, path) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is missing from the document"
+        );
+    }
+    // Conversely, every documented operation is routed (never the 404/405 fallback).
+    let mut operations = 0;
+    for (template, methods) in paths {
+        for method in methods.as_object().unwrap().keys() {
+            let path = template
+                .replace("{tenant_id}", &uuid::Uuid::nil().to_string())
+                .replace("{member_id}", &uuid::Uuid::nil().to_string())
+                .replace("{key_id}", &uuid::Uuid::nil().to_string())
+                .replace("{invitation_id}", &uuid::Uuid::nil().to_string());
+            let response = app
+                .request(method.to_uppercase().parse().unwrap(), &path, None)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains("route not found") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {template}: {status} {body}"
+            );
+            operations += 1;
+        }
+    }
+    assert_eq!(
+        operations,
+        expected.len(),
+        "the document lists operations this test does not know"
+    );
+
+    let health = expect_status(
+        app.request(Method::GET, "/healthz", None).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(health["status"], "ok");
+    let ready = expect_status(
+        app.request(Method::GET, "/readyz", None).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let names: Vec<&str> = ready["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit_trail", "directory"]);
+}
