@@ -13,7 +13,7 @@ use crate::local_pg::LocalPostgres;
 use crate::settings::Settings;
 use crate::startup::{Application, connect, migrate};
 use anyhow::{Context, bail};
-use coverwatch_projections::all_subscribers;
+use coverwatch_projections::read_models;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -187,14 +187,134 @@ pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_even
         .fetch_one(&pool)
         .await?;
     println!("appended {inserted} synthetic events; the log holds {total}");
-    let started = Instant::now();
-    let applied = coverwatch_replay::rebuild::rebuild(&pool, all_subscribers(), settings.subscriber_batch_size).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let subscribers = all_subscribers().len() as f64;
+    let summary =
+        coverwatch_replay::rebuild::rebuild(&pool, read_models(), settings.subscriber_batch_size, &mut |_| {}).await?;
     println!(
-        "catch-up: {total} events through {subscribers} subscribers ({applied} applications) in {elapsed:.2}s \
-         = {:.0} events/s (target >= 50000)",
-        total as f64 / elapsed
+        "catch-up: {} events through {} in {:.2}s = {:.0} events/s (target >= 50000)",
+        summary.events,
+        summary.subscribers.join(" + "),
+        summary.seconds,
+        summary.events_per_second
+    );
+    pool.close().await;
+    Ok(())
+}
+
+/// `coverwatch replay bench`: rebuild and verify speed over a synthetic log of
+/// `events` events (1,000 tenants), next to the raw rate of reading the events
+/// table sequentially with COPY in the same run.
+pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
+    const DB: &str = "coverwatch_bench_replay";
+    let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
+    local.ensure_running().await?;
+    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DB}")).execute(&admin).await?;
+    admin.close().await;
+    let pool = connect(&local.url(DB).into(), 8).await?;
+    migrate(&pool).await?;
+
+    println!("== generating {events} events over 1000 tenants");
+    let started = Instant::now();
+    let tenants = 1000i64.min(events);
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'tenant', id::text, 1, 'TenantCreated', '1.0',
+                json_build_object('TenantCreated', json_build_object('tenant_id', id, 'name', 'Tenant ' || n,
+                    'slug', 'tenant-' || n, 'owner_member_id', id, 'owner_email', 'owner' || n || '@bench.test',
+                    'industry', NULL, 'company_size', NULL, 'contact_email', NULL, 'billing_email', NULL,
+                    'parent_tenant_id', NULL, 'hierarchy_path', json_build_array())),
+                json_build_object('tenant_id', id, 'actor', 'system', 'request_id', 'bench',
+                    'correlation_id', 'bench', 'causation_id', 'bench')
+           FROM (SELECT n, gen_random_uuid() AS id FROM generate_series(1, $1) n) t ORDER BY n",
+    )
+    .bind(tenants)
+    .execute(&pool)
+    .await?;
+    let mut remaining = events - tenants;
+    let mut sequence = 1i64;
+    while remaining > 0 {
+        let rounds = (remaining / tenants).clamp(1, 100);
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'tenant', t.aggregate_id, $1 + g, 'ProfileUpdated', '1.0',
+                    json_build_object('ProfileUpdated', json_build_object('name', 'Renamed ' || g)),
+                    json_build_object('tenant_id', t.aggregate_id, 'actor', 'system', 'request_id', 'bench',
+                        'correlation_id', 'bench', 'causation_id', 'bench')
+               FROM (SELECT aggregate_id FROM events WHERE sequence = 1 ORDER BY aggregate_id LIMIT $3) t,
+                    generate_series(1, $2) g
+              ORDER BY g, t.aggregate_id",
+        )
+        .bind(sequence)
+        .bind(rounds)
+        .bind(remaining.min(tenants))
+        .execute(&pool)
+        .await?;
+        sequence += rounds;
+        remaining -= rounds * remaining.min(tenants);
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    println!("generated {total} events in {:.1}s", started.elapsed().as_secs_f64());
+
+    // The digests (signed checkpoints) as a live system would have them.
+    let runtime = coverwatch_projections::SubscriptionRuntime::new(
+        pool.clone(),
+        coverwatch_projections::all_subscribers(settings.digests()?),
+        settings.subscriber_batch_size,
+    )
+    .await?;
+    let started = Instant::now();
+    runtime.catch_up().await?;
+    println!(
+        "live catch-up of every subscriber: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
+
+    println!("== raw sequential read: COPY (SELECT * FROM events ORDER BY position) TO STDOUT");
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut stream = conn
+        .copy_out_raw("COPY (SELECT * FROM events ORDER BY position) TO STDOUT")
+        .await?;
+    let mut bytes = 0usize;
+    while let Some(chunk) = futures::TryStreamExt::try_next(&mut stream).await? {
+        bytes += chunk.len();
+    }
+    drop(stream);
+    drop(conn);
+    let raw = total as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "raw read: {total} events ({} MB) at {raw:.0} events/s",
+        bytes / 1_000_000
+    );
+
+    println!("== rebuild of all read models (blue/green)");
+    let summary =
+        coverwatch_replay::rebuild::rebuild(&pool, read_models(), settings.subscriber_batch_size, &mut |_| {}).await?;
+    println!(
+        "rebuild: {} events in {:.1}s = {:.0} events/s; RATIO rebuild / raw read = {:.2} (targets >= 0.5 and >= 50000 events/s)",
+        summary.events,
+        summary.seconds,
+        summary.events_per_second,
+        summary.events_per_second / raw
+    );
+
+    println!("== verify");
+    let started = Instant::now();
+    let report =
+        coverwatch_replay::verify::verify_log(&pool, None, Some(settings.audit_signer()?.public_key_hex())).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "verify: {} events, {} checkpoints, ok = {} in {seconds:.1}s = {:.0} events/s (target >= 100000)",
+        report.events,
+        report.checkpoints,
+        report.ok(),
+        report.events as f64 / seconds
     );
     pool.close().await;
     Ok(())

@@ -6,8 +6,12 @@ use crate::settings::Settings;
 use crate::startup::{Application, connect, database_url, migrate};
 use crate::telemetry;
 use anyhow::bail;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use coverwatch_projections::all_subscribers;
+use coverwatch_projections::read_models;
+use coverwatch_replay::{bundle, rebuild, state, verify};
+use std::io::Write;
+use std::path::PathBuf;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -62,13 +66,57 @@ enum DbAction {
 
 #[derive(Subcommand)]
 enum ReplayAction {
-    /// Recompute every hash chain; non-zero exit on the first divergence.
+    /// Verify the history (hash chains, signed digests, aggregate heads) or an
+    /// audit bundle offline; non-zero exit on any divergence.
     Verify {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bundle")]
         tenant: Option<Uuid>,
+        /// An audit bundle from `replay export`: verified without a database.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The published audit public key (hex); default: the configured key.
+        #[arg(long)]
+        public_key: Option<String>,
     },
-    /// Rebuild every read model from position 0.
-    Rebuild,
+    /// Rebuild read models from position 0 into new tables and switch over
+    /// atomically (queries keep working meanwhile).
+    Rebuild {
+        /// One read model (`directory`, `audit_trail`); default all.
+        #[arg(long, conflicts_with = "all")]
+        projection: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Build beside the live tables and compare row for row; no switch.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A tenant (or one aggregate) as it was at an instant.
+    State {
+        #[arg(long)]
+        tenant: Uuid,
+        /// RFC 3339; default now.
+        #[arg(long)]
+        as_of: Option<DateTime<Utc>>,
+        /// `tenant/<id>`: only that aggregate's own state.
+        #[arg(long)]
+        aggregate: Option<String>,
+    },
+    /// Write a tenant's signed audit bundle.
+    Export {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure rebuild and verify speed over a synthetic log.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+    },
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -102,32 +150,120 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Replay { action } => {
-            let pool = connect(&database_url(&settings).await?, 4).await?;
-            migrate(&pool).await?;
-            match action {
-                ReplayAction::Verify { tenant } => {
-                    let report = coverwatch_replay::verify::verify_chains(&pool, tenant).await?;
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                    if !report.ok() {
-                        bail!("the history diverges");
-                    }
-                    Ok(())
-                }
-                ReplayAction::Rebuild => {
-                    let started = std::time::Instant::now();
-                    let events =
-                        coverwatch_replay::rebuild::rebuild(&pool, all_subscribers(), settings.subscriber_batch_size)
-                            .await?;
-                    println!("rebuilt: {events} event applications in {:.2?}", started.elapsed());
-                    Ok(())
-                }
-            }
-        }
+        Command::Replay { action } => replay(settings, action).await,
         Command::Bench {
             clients,
             seconds,
             catch_up_events,
         } => crate::bench::run(settings, clients, seconds, catch_up_events).await,
     }
+}
+
+async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> {
+    if let ReplayAction::Verify {
+        bundle: Some(path),
+        public_key,
+        ..
+    } = &action
+    {
+        let key = match public_key {
+            Some(key) => Some(key.clone()),
+            None if settings.audit_signing_key.is_some() => Some(settings.audit_signer()?.public_key_hex()),
+            None => None,
+        };
+        let report = bundle::verify_bundle(path, key.as_deref())?;
+        return print_report(&report);
+    }
+    if let ReplayAction::Bench { events } = action {
+        return crate::bench::replay(settings, events).await;
+    }
+    let pool = connect(&database_url(&settings).await?, 6).await?;
+    migrate(&pool).await?;
+    match action {
+        ReplayAction::Verify { tenant, public_key, .. } => {
+            let key = public_key.unwrap_or(settings.audit_signer()?.public_key_hex());
+            print_report(&verify::verify_log(&pool, tenant, Some(key)).await?)
+        }
+        ReplayAction::Rebuild { projection, check, .. } => {
+            let subscribers: Vec<_> = read_models()
+                .into_iter()
+                .filter(|s| projection.as_deref().is_none_or(|p| p == s.name()))
+                .collect();
+            if subscribers.is_empty() {
+                bail!("no read model named {}", projection.unwrap_or_default());
+            }
+            if check {
+                let differences = rebuild::compare(&pool, subscribers, settings.subscriber_batch_size).await?;
+                println!("{}", serde_json::to_string_pretty(&differences)?);
+                if !differences.is_empty() {
+                    bail!("the rebuilt read models differ from the live ones");
+                }
+                println!("rebuilt read models equal the live ones");
+                return Ok(());
+            }
+            let summary = rebuild::rebuild(&pool, subscribers, settings.subscriber_batch_size, &mut |p| {
+                eprint!(
+                    "\r{} / {} events  {:>9.0} events/s  position {}  ETA {:>5.1}s   ",
+                    p.events,
+                    p.total,
+                    p.rate(),
+                    p.position,
+                    p.eta().as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+            })
+            .await?;
+            eprintln!();
+            println!(
+                "rebuilt {} from {} events in {:.2}s ({:.0} events/s) and switched over",
+                summary.subscribers.join(", "),
+                summary.events,
+                summary.seconds,
+                summary.events_per_second
+            );
+            Ok(())
+        }
+        ReplayAction::State {
+            tenant,
+            as_of,
+            aggregate,
+        } => {
+            let as_of = as_of.unwrap_or_else(Utc::now);
+            let reconstructed = state::tenant_as_of(&pool, tenant, as_of).await?;
+            let Some(reconstructed) = reconstructed else {
+                bail!("tenant {tenant} did not exist at {as_of}");
+            };
+            match aggregate.as_deref() {
+                None => println!("{}", serde_json::to_string_pretty(&reconstructed)?),
+                Some(a) if a == format!("tenant/{tenant}") => {
+                    println!("{}", serde_json::to_string_pretty(&reconstructed.aggregate)?)
+                }
+                Some(other) => bail!("unknown aggregate {other}: this tenant's aggregates are tenant/{tenant}"),
+            }
+            Ok(())
+        }
+        ReplayAction::Export { tenant, from, to, out } => {
+            let manifest = bundle::export(&pool, &settings.audit_signer()?, tenant, from, to, &out).await?;
+            println!(
+                "wrote {} ({} events, signed by {})",
+                out.display(),
+                manifest.events,
+                manifest.public_key
+            );
+            Ok(())
+        }
+        ReplayAction::Bench { .. } => unreachable!("handled above"),
+    }
+}
+
+fn print_report(report: &verify::Report) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    if !report.ok() {
+        bail!("the history diverges");
+    }
+    println!(
+        "OK: {} events, {} aggregates, {} signed checkpoints",
+        report.events, report.aggregates, report.checkpoints
+    );
+    Ok(())
 }

@@ -38,6 +38,16 @@ pub struct Settings {
     pub local_dir: PathBuf,
     #[serde(default = "default_local_port")]
     pub local_port: u16,
+    /// Hex of the 32-byte Ed25519 seed that signs digest checkpoints and audit
+    /// bundles; without it a key is created under `local_dir` on first use.
+    #[serde(default)]
+    pub audit_signing_key: Option<SecretString>,
+    /// A signed digest checkpoint every this many events (per scope)...
+    #[serde(default = "default_checkpoint_every")]
+    pub digest_checkpoint_every: i64,
+    /// ...or when the last one is this old (seconds).
+    #[serde(default = "default_checkpoint_age")]
+    pub digest_checkpoint_max_age_secs: i64,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -70,6 +80,12 @@ fn default_local_dir() -> PathBuf {
 fn default_local_port() -> u16 {
     54329
 }
+fn default_checkpoint_every() -> i64 {
+    1_000
+}
+fn default_checkpoint_age() -> i64 {
+    60
+}
 fn default_log_format() -> String {
     "pretty".into()
 }
@@ -93,6 +109,29 @@ impl Settings {
             .context("reading settings")?
             .try_deserialize()
             .context("invalid settings")
+    }
+
+    /// The audit signing key: configured, else created under `local_dir`.
+    pub fn audit_signer(&self) -> anyhow::Result<coverwatch_projections::signing::AuditSigner> {
+        use coverwatch_projections::signing::AuditSigner;
+        use secrecy::ExposeSecret;
+        match &self.audit_signing_key {
+            Some(key) => AuditSigner::from_hex(key.expose_secret()),
+            None => {
+                let path = self.local_dir.join("audit-signing.key");
+                tracing::warn!(path = %path.display(), "no COVERWATCH_AUDIT_SIGNING_KEY: using a key kept on local disk");
+                AuditSigner::load_or_create(&path)
+            }
+        }
+    }
+
+    /// The digest subscriber configured by these settings.
+    pub fn digests(&self) -> anyhow::Result<coverwatch_projections::digest::Digests> {
+        Ok(coverwatch_projections::digest::Digests::new(
+            self.audit_signer()?,
+            self.digest_checkpoint_every,
+            chrono::Duration::seconds(self.digest_checkpoint_max_age_secs),
+        ))
     }
 
     /// Defaults only (tests and the benchmark fill in what they need).

@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
-use crate::routes::{admin, api_keys, audit, health, invitations, members, tenants};
+use crate::routes::{admin, api_keys, audit, auditors, health, invitations, members, tenants};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{idempotency, openapi};
@@ -76,8 +76,10 @@ impl Application {
     pub async fn build_with(settings: Settings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
+        let signer = settings.audit_signer()?;
         let runtime = if settings.subscribers {
-            Some(SubscriptionRuntime::new(pool.clone(), all_subscribers(), settings.subscriber_batch_size).await?)
+            let subscribers = all_subscribers(settings.digests()?);
+            Some(SubscriptionRuntime::new(pool.clone(), subscribers, settings.subscriber_batch_size).await?)
         } else {
             None
         };
@@ -92,6 +94,7 @@ impl Application {
             progress,
             settings: Arc::new(settings.clone()),
             clock,
+            signer,
         };
         let listener = if settings.api {
             Some(
@@ -204,6 +207,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(audit::audit_log))
+        .routes(routes!(auditors::export_audit_log))
+        .routes(routes!(auditors::events))
+        .routes(routes!(auditors::state_as_of))
+        .routes(routes!(auditors::verify))
+        .routes(routes!(auditors::public_key))
         .routes(routes!(admin::list_tenants))
         .routes(routes!(admin::suspend_tenant))
         .routes(routes!(admin::reactivate_tenant))

@@ -15,6 +15,7 @@ pub struct AppState {
     pub progress: Progress,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
+    pub signer: coverwatch_projections::signing::AuditSigner,
 }
 
 impl AppState {

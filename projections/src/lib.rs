@@ -3,16 +3,26 @@
 //! the effects) and the read models built by its subscribers.
 
 pub mod audit;
+pub mod digest;
 pub mod directory;
 pub mod event;
 pub mod runtime;
+pub mod signing;
 
 pub use event::StoredEvent;
 pub use runtime::{Progress, Subscriber, SubscriptionRuntime};
 
 use std::sync::Arc;
 
-/// Every read-model subscriber, in the order they are run.
-pub fn all_subscribers() -> Vec<Arc<dyn Subscriber>> {
+/// The read models: subscribers that can be rebuilt from the log.
+pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
     vec![Arc::new(directory::Directory), Arc::new(audit::AuditTrail)]
+}
+
+/// Every subscriber a running Coverwatch has: the read models and the
+/// signed digests.
+pub fn all_subscribers(digests: digest::Digests) -> Vec<Arc<dyn Subscriber>> {
+    let mut subscribers = read_models();
+    subscribers.push(Arc::new(digests));
+    subscribers
 }

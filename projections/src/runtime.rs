@@ -20,6 +20,11 @@ pub trait Subscriber: Send + Sync {
     fn name(&self) -> &'static str;
     /// The tables it owns and may be rebuilt from scratch.
     fn tables(&self) -> &'static [&'static str];
+    /// Whether a rebuild may recompute it from the log. The digest subscriber
+    /// is not: recomputing it would re-sign whatever the log now holds.
+    fn rebuildable(&self) -> bool {
+        true
+    }
     /// Apply one batch inside the caller's transaction. Must be idempotent per
     /// event (replays after a crash roll back with the checkpoint, but a
     /// rebuild may re-run events over rows it already wrote).
@@ -203,6 +208,17 @@ pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> anyhow::Result<i64>
     Ok(position)
 }
 
+/// Serialize batches of one subscriber across processes. The key includes
+/// the schema, so a shadow rebuild (another search_path) runs beside the live
+/// subscriber of the same name.
+pub async fn lock_subscriber(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.coverwatch.subscriber.' || $1))")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// One batch: lock, read after the checkpoint below the horizon, apply,
 /// advance the checkpoint, commit.
 pub async fn step(pool: &PgPool, subscriber: &dyn Subscriber, batch_size: i64) -> anyhow::Result<Step> {
@@ -210,10 +226,7 @@ pub async fn step(pool: &PgPool, subscriber: &dyn Subscriber, batch_size: i64) -
     let mut tx = pool.begin().await.context("beginning a subscriber batch")?;
     // An advisory lock, not SELECT ... FOR UPDATE: a row lock would give this
     // transaction an xid before it reads, holding back its own horizon.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('coverwatch.subscriber.' || $1))")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    lock_subscriber(&mut tx, name).await?;
     let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
         .bind(name)
         .fetch_one(&mut *tx)

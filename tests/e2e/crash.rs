@@ -5,7 +5,7 @@
 
 use crate::helpers::{expect_status, spawn_app_with};
 use coverwatch_domain::clock::SystemClock;
-use coverwatch_projections::all_subscribers;
+use coverwatch_projections::read_models;
 use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -52,6 +52,8 @@ fn start_subscribers(database_url: &str) -> tokio::process::Child {
         .env("DATABASE_URL", database_url)
         // Small batches: more commits, more moments to be killed in between.
         .env("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "7")
+        .env("COVERWATCH_AUDIT_SIGNING_KEY", crate::helpers::SIGNING_KEY)
+        .env("COVERWATCH_DIGEST_CHECKPOINT_EVERY", "5")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -62,7 +64,7 @@ fn start_subscribers(database_url: &str) -> tokio::process::Child {
 
 async fn snapshot(pool: &PgPool) -> Value {
     let mut tables = serde_json::Map::new();
-    for subscriber in all_subscribers() {
+    for subscriber in read_models() {
         for table in subscriber.tables() {
             let key = if *table == "audit_log" { "position" } else { "id" };
             let rows: Value = sqlx::query_scalar(&format!(
@@ -89,7 +91,8 @@ async fn caught_up(pool: &PgPool) -> bool {
         .fetch_one(pool)
         .await
         .unwrap();
-    behind == 0 && subscribers == all_subscribers().len() as i64
+    // The read models and the digests.
+    behind == 0 && subscribers == read_models().len() as i64 + 1
 }
 
 #[tokio::test]
@@ -186,8 +189,15 @@ async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild
         .unwrap();
     assert_eq!(audit_rows, total);
 
+    // The signed digests cover every event exactly once too.
+    let report = coverwatch_replay::verify::verify_log(&app.pool, None, Some(crate::helpers::test_public_key()))
+        .await
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert!(report.checkpoints > 0);
+
     let live = snapshot(&app.pool).await;
-    coverwatch_replay::rebuild::rebuild(&app.pool, all_subscribers(), 500)
+    coverwatch_replay::rebuild::rebuild(&app.pool, read_models(), 500, &mut |_| {})
         .await
         .unwrap();
     let rebuilt = snapshot(&app.pool).await;

@@ -14,6 +14,14 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-platform-admin-token";
+/// The audit signing seed every test server uses (hex of 32 bytes).
+pub const SIGNING_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+pub fn test_public_key() -> String {
+    coverwatch_projections::signing::AuditSigner::from_hex(SIGNING_KEY)
+        .unwrap()
+        .public_key_hex()
+}
 const TEMPLATE: &str = "coverwatch_template";
 
 pub struct TestApp {
@@ -125,6 +133,9 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.database_url = Some(database_url.to_owned().into());
     settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
     settings.database_pool_size = 10;
+    settings.audit_signing_key = Some(SIGNING_KEY.to_owned().into());
+    // A signed checkpoint after every batch, so every test's events are covered.
+    settings.digest_checkpoint_every = 1;
     settings
 }
 

@@ -10,4 +10,5 @@ mod idempotency;
 mod isolation;
 mod members;
 mod openapi;
+mod replay;
 mod tenants;

@@ -36,6 +36,11 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("get", "/v1/admin/tenants"),
         ("post", "/v1/admin/tenants/{tenant_id}/suspend"),
         ("post", "/v1/admin/tenants/{tenant_id}/reactivate"),
+        ("get", "/v1/tenants/{tenant_id}/audit-log/export"),
+        ("get", "/v1/tenants/{tenant_id}/events"),
+        ("get", "/v1/tenants/{tenant_id}/state"),
+        ("get", "/v1/tenants/{tenant_id}/verify"),
+        ("get", "/v1/audit/public-key"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/openapi.json"),
@@ -92,5 +97,5 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["audit_trail", "directory"]);
+    assert_eq!(names, ["audit_trail", "digests", "directory"]);
 }
