@@ -57,11 +57,13 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id, created_at, id);
 
+-- One index only (the key, which also serves newest-first reads per tenant):
+-- catch-up speed is bounded by index maintenance here.
 CREATE TABLE audit_log (
-    position        bigint      PRIMARY KEY,
+    tenant_id       uuid        NOT NULL,
+    position        bigint      NOT NULL,
     event_id        uuid        NOT NULL,
     recorded_at     timestamptz NOT NULL,
-    tenant_id       uuid,
     actor           text        NOT NULL,
     action          text        NOT NULL,
     resource_type   text        NOT NULL,
@@ -72,6 +74,6 @@ CREATE TABLE audit_log (
     client_ip       text,
     user_agent      text,
     impersonated_by text,
-    summary         text        NOT NULL
+    summary         text        NOT NULL,
+    PRIMARY KEY (tenant_id, position)
 );
-CREATE INDEX audit_log_tenant_idx ON audit_log (tenant_id, position DESC);

@@ -187,15 +187,24 @@ pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_even
         .fetch_one(&pool)
         .await?;
     println!("appended {inserted} synthetic events; the log holds {total}");
-    let summary =
-        coverwatch_replay::rebuild::rebuild(&pool, read_models(), settings.subscriber_batch_size, &mut |_| {}).await?;
-    println!(
-        "catch-up: {} events through {} in {:.2}s = {:.0} events/s (target >= 50000)",
-        summary.events,
-        summary.subscribers.join(" + "),
-        summary.seconds,
-        summary.events_per_second
-    );
+    sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
+    // This machine is noisy (2 cores): three runs, each printed, and the median.
+    let mut rates = vec![];
+    for run in 1..=3 {
+        let summary =
+            coverwatch_replay::rebuild::rebuild(&pool, read_models(), settings.subscriber_batch_size, &mut |_| {})
+                .await?;
+        println!(
+            "catch-up run {run}: {} events through {} in {:.2}s = {:.0} events/s",
+            summary.events,
+            summary.subscribers.join(" + "),
+            summary.seconds,
+            summary.events_per_second
+        );
+        rates.push(summary.events_per_second);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("catch-up: median {:.0} events/s (target >= 50000)", rates[1]);
     pool.close().await;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! missing and we are root; otherwise says what to do.
 
 use anyhow::{Context, bail};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,14 +36,49 @@ impl LocalPostgres {
 
     /// Create (first time) and start the cluster; returns the server URL of
     /// database `coverwatch`, created if missing.
+    /// Where the cluster's files live: `.coverwatch/pgdata`, unless we run as
+    /// root in a directory the `postgres` user cannot reach (a clone under
+    /// /root, say): then a directory of its own home, linked from
+    /// `.coverwatch/pgdata`.
+    fn data_dir(&self, as_root: bool) -> anyhow::Result<PathBuf> {
+        let link = self.dir.join("pgdata");
+        if let Ok(target) = std::fs::read_link(&link) {
+            return Ok(target);
+        }
+        if !as_root || link.exists() {
+            return Ok(link);
+        }
+        std::fs::create_dir_all(&link)?;
+        run(Command::new("chown").arg("postgres:postgres").arg(&self.dir).arg(&link))?;
+        let reachable = Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-w"])
+            .arg(&link)
+            .status()
+            .is_ok_and(|s| s.success());
+        if reachable {
+            return Ok(link);
+        }
+        std::fs::remove_dir(&link)?;
+        let name = hex::encode(&sha2::Sha256::digest(self.dir.to_string_lossy().as_bytes())[..8]);
+        let outside = PathBuf::from("/var/lib/postgresql/coverwatch").join(name);
+        std::fs::create_dir_all(&outside)?;
+        run(Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg("/var/lib/postgresql/coverwatch"))?;
+        std::os::unix::fs::symlink(&outside, &link)?;
+        tracing::info!(dir = %outside.display(), "the postgres user cannot reach .coverwatch/: keeping the cluster here");
+        Ok(outside)
+    }
+
     pub async fn ensure_running(&self) -> anyhow::Result<String> {
         let bin = self.bin_dir()?;
-        let data = self.dir.join("pgdata");
         let as_root = is_root();
+        let data = self.data_dir(as_root)?;
         if !data.join("PG_VERSION").exists() {
             std::fs::create_dir_all(&data)?;
             if as_root {
-                run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&self.dir))?;
+                run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&data))?;
             }
             tracing::info!(dir = %data.display(), "creating a local PostgreSQL cluster");
             run(self.as_owner(&bin.join("initdb"), as_root).args([
@@ -61,7 +97,7 @@ impl LocalPostgres {
             .args(["status", "-D", path_str(&data)?])
             .output()?;
         if !status.status.success() {
-            let log = self.dir.join("postgres.log");
+            let log = data.join("postgres.log");
             if as_root {
                 // The log file must be writable by the cluster's owner.
                 std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
@@ -103,7 +139,7 @@ impl LocalPostgres {
 
     pub fn stop(&self) -> anyhow::Result<()> {
         let bin = self.bin_dir()?;
-        let data = self.dir.join("pgdata");
+        let data = self.data_dir(is_root())?;
         run(self
             .as_owner(&bin.join("pg_ctl"), is_root())
             .args(["stop", "-m", "fast", "-D", path_str(&data)?]))

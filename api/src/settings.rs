@@ -72,7 +72,7 @@ fn default_pool() -> u32 {
     20
 }
 fn default_batch() -> i64 {
-    2_000
+    10_000
 }
 fn default_local_dir() -> PathBuf {
     PathBuf::from(".coverwatch")

@@ -15,6 +15,17 @@ use uuid::Uuid;
 
 type Store = PersistedEventStore<PostgresEventRepository, Tenant>;
 
+/// Loading a tenant reads its latest snapshot and the events after it, so a
+/// command costs the same on the thousandth event as on the first. Snapshots
+/// are a cache of the fold, never a source of truth: a migration that changes
+/// the aggregate's serialized shape deletes them (new fields take
+/// `#[serde(default)]`).
+const SNAPSHOT_EVERY: usize = 20;
+
+fn snapshot_store(pool: &PgPool) -> Store {
+    PersistedEventStore::new_snapshot_store(PostgresEventRepository::new(pool.clone()), SNAPSHOT_EVERY)
+}
+
 /// Where a successful command left the aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -35,14 +46,10 @@ impl TenantCommands {
     /// `committed` is bumped after every append, so in-process subscribers
     /// poll at once instead of waiting for their next tick.
     pub fn new(pool: PgPool, services: TenantServices, committed: Arc<watch::Sender<u64>>) -> Self {
-        let cqrs = CqrsFramework::new(
-            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
-            vec![],
-            services,
-        );
+        let cqrs = CqrsFramework::new(snapshot_store(&pool), vec![], services);
         Self {
             cqrs,
-            store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            store: snapshot_store(&pool),
             pool,
             committed,
         }
@@ -60,17 +67,28 @@ impl TenantCommands {
             .execute_with_metadata(&aggregate_id, command, metadata.to_map(command_id))
             .await?;
         self.committed.send_modify(|n| *n = n.wrapping_add(1));
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT position, sequence FROM events
-              WHERE aggregate_type = 'tenant' AND aggregate_id = $1
-                AND metadata ->> 'command_id' = $2
-              ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(&aggregate_id)
-        .bind(command_id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .context("reading the commit's position")?;
+        // The commit's events are normally the aggregate's newest: look at those
+        // first and scan further back only if others were appended since.
+        let mut row: Option<(i64, i64)> = None;
+        for depth in [8i64, i64::MAX] {
+            row = sqlx::query_as(
+                "SELECT position, sequence FROM (
+                    SELECT position, sequence, metadata FROM events
+                     WHERE aggregate_type = 'tenant' AND aggregate_id = $1
+                     ORDER BY sequence DESC LIMIT $3) newest
+                  WHERE metadata ->> 'command_id' = $2
+                  ORDER BY sequence DESC LIMIT 1",
+            )
+            .bind(&aggregate_id)
+            .bind(command_id.to_string())
+            .bind(depth)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading the commit's position")?;
+            if row.is_some() {
+                break;
+            }
+        }
         match row {
             Some((position, sequence)) => Ok(Committed {
                 position,

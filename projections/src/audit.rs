@@ -32,7 +32,7 @@ impl Subscriber for AuditTrail {
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[],
                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                     $13::text[], $14::text[], $15::text[])
-             ON CONFLICT (position) DO NOTHING",
+             ON CONFLICT (tenant_id, position) DO NOTHING",
         )
         .bind(columns.position)
         .bind(columns.event_id)
@@ -60,7 +60,7 @@ struct AuditColumns {
     position: Vec<i64>,
     event_id: Vec<uuid::Uuid>,
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
-    tenant_id: Vec<Option<uuid::Uuid>>,
+    tenant_id: Vec<uuid::Uuid>,
     actor: Vec<String>,
     action: Vec<String>,
     resource_type: Vec<String>,
@@ -80,7 +80,8 @@ impl AuditColumns {
         self.position.push(event.position);
         self.event_id.push(event.event_id);
         self.recorded_at.push(event.recorded_at);
-        self.tenant_id.push(event.tenant_id);
+        // The log refuses events without a tenant; the nil id is a guard only.
+        self.tenant_id.push(event.tenant_id.unwrap_or_default());
         self.actor.push(meta("actor").unwrap_or_default());
         self.action.push(event.event_type.clone());
         self.resource_type.push(event.aggregate_type.clone());

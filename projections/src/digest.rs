@@ -36,6 +36,15 @@ struct ScopeState {
     checkpoint_at: DateTime<Utc>,
 }
 
+#[derive(Default)]
+struct Checkpoints {
+    scope: Vec<String>,
+    position: Vec<i64>,
+    count: Vec<i64>,
+    digest: Vec<String>,
+    signature: Vec<String>,
+}
+
 pub fn tenant_scope(tenant: uuid::Uuid) -> String {
     format!("tenant:{tenant}")
 }
@@ -96,43 +105,57 @@ impl Subscriber for Digests {
             heads.insert((event.aggregate_type.clone(), event.aggregate_id.clone()), event);
         }
 
+        let mut checkpoints = Checkpoints::default();
         for state in states.values_mut() {
             let due = state.count - state.checkpoint_count >= self.every || now - state.checkpoint_at >= self.max_age;
             if due && state.count > state.checkpoint_count {
                 let recorded_at = checkpoint_time(now);
                 let message =
                     checkpoint_message(&state.scope, state.position, state.count, &state.digest, &recorded_at);
-                sqlx::query(
-                    "INSERT INTO digest_checkpoints (scope, position, count, digest, recorded_at, public_key, signature)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(&state.scope)
-                .bind(state.position)
-                .bind(state.count)
-                .bind(&state.digest)
-                .bind(now)
-                .bind(self.signer.public_key_hex())
-                .bind(hex::encode(self.signer.sign(message.as_bytes())))
-                .execute(&mut *conn)
-                .await?;
+                checkpoints.scope.push(state.scope.clone());
+                checkpoints.position.push(state.position);
+                checkpoints.count.push(state.count);
+                checkpoints.digest.push(state.digest.clone());
+                checkpoints
+                    .signature
+                    .push(hex::encode(self.signer.sign(message.as_bytes())));
                 state.checkpoint_count = state.count;
                 state.checkpoint_at = now;
             }
-            sqlx::query(
-                "INSERT INTO digest_state (scope, position, count, digest, checkpoint_count, checkpoint_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (scope) DO UPDATE SET position = $2, count = $3, digest = $4,
-                        checkpoint_count = $5, checkpoint_at = $6",
-            )
-            .bind(&state.scope)
-            .bind(state.position)
-            .bind(state.count)
-            .bind(&state.digest)
-            .bind(state.checkpoint_count)
-            .bind(state.checkpoint_at)
-            .execute(&mut *conn)
-            .await?;
         }
+        // One statement per table, however many tenants the batch touched.
+        sqlx::query(
+            "INSERT INTO digest_checkpoints (scope, position, count, digest, recorded_at, public_key, signature)
+             SELECT scope, position, count, digest, $5, $6, signature
+               FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $7::text[])
+                    AS c(scope, position, count, digest, signature)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&checkpoints.scope)
+        .bind(&checkpoints.position)
+        .bind(&checkpoints.count)
+        .bind(&checkpoints.digest)
+        .bind(now)
+        .bind(self.signer.public_key_hex())
+        .bind(&checkpoints.signature)
+        .execute(&mut *conn)
+        .await?;
+        let rows: Vec<&ScopeState> = states.values().collect();
+        sqlx::query(
+            "INSERT INTO digest_state (scope, position, count, digest, checkpoint_count, checkpoint_at)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::timestamptz[])
+             ON CONFLICT (scope) DO UPDATE SET position = EXCLUDED.position, count = EXCLUDED.count,
+                    digest = EXCLUDED.digest, checkpoint_count = EXCLUDED.checkpoint_count,
+                    checkpoint_at = EXCLUDED.checkpoint_at",
+        )
+        .bind(rows.iter().map(|s| s.scope.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.count).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.digest.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.checkpoint_count).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.checkpoint_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
 
         let mut columns: (
             Vec<String>,

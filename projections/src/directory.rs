@@ -122,20 +122,31 @@ impl<R: Serialize + DeserializeOwned> Table<R> {
         self.dirty.insert(id);
     }
 
+    /// Upsert the changed rows in one statement. An update in place (not a
+    /// delete and insert) lets PostgreSQL keep it on the page without touching
+    /// indexes when no indexed column changed, so hot rows stay cheap.
     async fn save(self, conn: &mut PgConnection, table: &str) -> anyhow::Result<()> {
-        if self.dirty.is_empty() {
+        let rows: Vec<serde_json::Value> = self
+            .dirty
+            .iter()
+            .filter_map(|id| self.rows.get(id))
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
+        let Some(serde_json::Value::Object(first)) = rows.first() else {
             return Ok(());
-        }
-        let ids: Vec<Uuid> = self.dirty.iter().copied().collect();
-        let rows: Vec<&R> = self.dirty.iter().filter_map(|id| self.rows.get(id)).collect();
-        sqlx::query(&format!("DELETE FROM {table} WHERE id = ANY($1)"))
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+        };
+        let columns: Vec<&str> = first.keys().map(String::as_str).filter(|c| *c != "id").collect();
+        let targets = columns.join(", ");
+        let sources = columns
+            .iter()
+            .map(|c| format!("EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         sqlx::query(&format!(
-            "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)"
+            "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)
+             ON CONFLICT (id) DO UPDATE SET ({targets}) = ROW({sources})"
         ))
-        .bind(sqlx::types::Json(rows))
+        .bind(serde_json::Value::Array(rows))
         .execute(&mut *conn)
         .await
         .with_context(|| format!("writing {table}"))?;

@@ -115,23 +115,20 @@ impl SubscriptionRuntime {
         ))
     }
 
-    /// Run every subscriber until none has anything left below the horizon.
-    /// Returns the number of events processed (summed over subscribers).
+    /// Run every subscriber (concurrently) until none has anything left
+    /// below the horizon. Returns the number of events processed (summed over
+    /// subscribers).
     pub async fn catch_up(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
-        for subscriber in &self.subscribers {
-            loop {
-                let step = step(&self.pool, subscriber.as_ref(), self.batch_size).await?;
-                if let Some(tx) = self.positions.get(subscriber.name()) {
+        let runs = self.subscribers.iter().map(|subscriber| async move {
+            let position = self.positions.get(subscriber.name());
+            let on_step = |step: Step| {
+                if let Some(tx) = position {
                     tx.send_modify(|p| *p = (*p).max(step.position));
                 }
-                total += step.events as u64;
-                if step.events == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+            };
+            catch_up_pipelined(&self.pool, subscriber.as_ref(), self.batch_size, &on_step).await
+        });
+        Ok(futures::future::try_join_all(runs).await?.into_iter().sum())
     }
 
     /// Follow the log until `shutdown` turns true. `wake` is bumped by
@@ -163,7 +160,16 @@ async fn follow(
     let mut last_activity = Instant::now();
     let mut failures = 0u32;
     while !*shutdown.borrow() {
-        match step(&pool, subscriber.as_ref(), batch_size).await {
+        let known = *position.borrow();
+        let outcome = match anything_after(&pool, known).await {
+            Ok(false) => Ok(Step {
+                events: 0,
+                position: known,
+            }),
+            Ok(true) => step(&pool, subscriber.as_ref(), batch_size).await,
+            Err(error) => Err(error.into()),
+        };
+        match outcome {
             Ok(step) if step.events > 0 => {
                 failures = 0;
                 last_activity = Instant::now();
@@ -192,6 +198,88 @@ async fn follow(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Catch one subscriber up with reading and writing overlapped: a reader
+/// prefetches the next batch (outside any transaction: events are immutable
+/// and everything below the horizon is final) while the current one is
+/// applied. Each batch still commits with the checkpoint, which must be where
+/// the batch was read from; if anyone else moved it, this stops with an error
+/// and nothing of the batch is applied. Returns the events applied.
+pub async fn catch_up_pipelined(
+    pool: &PgPool,
+    subscriber: &dyn Subscriber,
+    batch_size: i64,
+    on_step: &(dyn Fn(Step) + Send + Sync),
+) -> anyhow::Result<u64> {
+    let name = subscriber.name();
+    let start: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("reading the checkpoint of {name}"))?;
+    let (sender, mut batches) = tokio::sync::mpsc::channel::<(i64, Vec<StoredEvent>)>(2);
+    let reader_pool = pool.clone();
+    let reader = tokio::spawn(async move {
+        let mut conn = reader_pool.acquire().await?;
+        let mut after = start;
+        loop {
+            let batch = read_batch(&mut conn, after, batch_size).await?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                return anyhow::Ok(());
+            };
+            if sender.send((after, batch)).await.is_err() {
+                return Ok(());
+            }
+            after = last;
+        }
+    });
+    let mut applied = 0u64;
+    while let Some((after, events)) = batches.recv().await {
+        let mut tx = pool.begin().await?;
+        lock_subscriber(&mut tx, name).await?;
+        let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if checkpoint != after {
+            anyhow::bail!("{name} moved from {after} to {checkpoint} under a catch-up");
+        }
+        let last = events.last().map(|e| e.position).unwrap_or(after);
+        subscriber
+            .handle(&mut tx, &events)
+            .await
+            .with_context(|| format!("{name} applying events after position {after}"))?;
+        sqlx::query(
+            "UPDATE subscriber_checkpoints
+                SET position = $2, events_processed = events_processed + $3, updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(last)
+        .bind(events.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        applied += events.len() as u64;
+        on_step(Step {
+            events: events.len(),
+            position: last,
+        });
+    }
+    reader.await.context("the prefetching reader")??;
+    Ok(applied)
+}
+
+/// Whether anything is readable after `position`: one cheap statement, so
+/// an idle poll costs no transaction.
+pub async fn anything_after(pool: &PgPool, position: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE position > $1 AND position < coverwatch_visible_horizon())",
+    )
+    .bind(position)
+    .fetch_one(pool)
+    .await
 }
 
 /// Create the subscriber's checkpoint row if missing; returns its position.

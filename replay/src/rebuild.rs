@@ -7,10 +7,11 @@
 //! checkpoint to the live subscriber.
 
 use anyhow::{Context, bail};
-use coverwatch_projections::runtime::{Subscriber, ensure_checkpoint, lock_subscriber, step};
+use coverwatch_projections::runtime::{Step, Subscriber, catch_up_pipelined, ensure_checkpoint, lock_subscriber};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SHADOW_SCHEMA: &str = "coverwatch_rebuild";
@@ -96,7 +97,8 @@ async fn prepare_shadow(pool: &PgPool, subscribers: &[Arc<dyn Subscriber>]) -> a
     Ok(())
 }
 
-/// Run the shadow subscribers until nothing is left below the horizon.
+/// Run the shadow subscribers, concurrently as the live runtime does, until
+/// nothing is left below the horizon.
 async fn catch_up(
     shadow: &PgPool,
     subscribers: &[Arc<dyn Subscriber>],
@@ -106,25 +108,42 @@ async fn catch_up(
     events: &mut [u64],
     report: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<()> {
-    for (index, subscriber) in subscribers.iter().enumerate() {
-        let mut last_report = Instant::now();
-        loop {
-            let step = step(shadow, subscriber.as_ref(), batch_size).await?;
-            events[index] += step.events as u64;
-            if last_report.elapsed() >= Duration::from_millis(500) || step.events == 0 {
-                last_report = Instant::now();
-                let done: u64 = events.iter().sum();
-                report(Progress {
-                    events: done / subscribers.len().max(1) as u64,
-                    total,
-                    position: step.position,
-                    elapsed: started.elapsed(),
-                });
-            }
-            if step.events == 0 {
-                break;
-            }
+    let applied: Vec<Arc<AtomicU64>> = subscribers.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let position = Arc::new(AtomicI64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (subscriber, applied) in subscribers.iter().zip(&applied) {
+        let (shadow, subscriber, applied, position) =
+            (shadow.clone(), subscriber.clone(), applied.clone(), position.clone());
+        tasks.spawn(async move {
+            let on_step = |step: Step| {
+                applied.fetch_add(step.events as u64, Ordering::Relaxed);
+                position.fetch_max(step.position, Ordering::Relaxed);
+            };
+            catch_up_pipelined(&shadow, subscriber.as_ref(), batch_size, &on_step).await?;
+            anyhow::Ok(())
+        });
+    }
+    let progress = |applied: &[Arc<AtomicU64>]| {
+        let done: u64 = applied.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);
+        Progress {
+            events: done,
+            total,
+            position: position.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
         }
+    };
+    loop {
+        tokio::select! {
+            finished = tasks.join_next() => match finished {
+                Some(result) => result??,
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => report(progress(&applied)),
+        }
+    }
+    report(progress(&applied));
+    for (slot, applied) in events.iter_mut().zip(&applied) {
+        *slot += applied.load(Ordering::Relaxed);
     }
     Ok(())
 }
