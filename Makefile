@@ -6,7 +6,14 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/coverwatch
 PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
 
-.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs
+.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs kafka-tools broker
+
+# Test tools kept outside the clone so only a fresh machine pays for them:
+# tansu (a Kafka-protocol broker, built from crates.io with SQLite and memory
+# storage) and the official Python Kafka client in a virtualenv.
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coverwatch
+TANSU := $(CACHE)/tansu-0.6.0/bin/tansu
+VENV := .coverwatch/venv
 
 build:
 	$(CARGO) build --workspace --bins --tests
@@ -17,7 +24,7 @@ run:
 
 # The integration tests copy a migrated template database per test; old test
 # databases are dropped first so the cluster does not grow without bound.
-test: build clean-test-dbs
+test: build clean-test-dbs kafka-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -26,6 +33,23 @@ test: build clean-test-dbs
 
 clean-test-dbs:
 	@$(PSQL_ADMIN) -t -A -c "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'test\_%' OR datname = 'coverwatch_template'" | psql -X -q "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres" >/dev/null
+
+kafka-tools: $(TANSU) $(VENV)/bin/python
+
+$(TANSU):
+	$(CARGO) install tansu --version 0.6.0 --locked --debug --no-default-features \
+		--features dynostore,libsql --root $(CACHE)/tansu-0.6.0
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet confluent-kafka==2.16.1
+
+# A broker for `make run` with Kafka: make broker, then
+# COVERWATCH_KAFKA_BROKERS=127.0.0.1:19092 make run
+broker: $(TANSU)
+	mkdir -p .coverwatch/tansu && cd .coverwatch/tansu && $(TANSU) broker \
+		--listener-url tcp://127.0.0.1:19092 --advertised-listener-url tcp://127.0.0.1:19092 \
+		--storage-engine sqlite://tansu.db
 
 bench:
 	$(CARGO) build --release --bin coverwatch

@@ -328,3 +328,121 @@ pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
     pool.close().await;
     Ok(())
 }
+
+/// `coverwatch bench-kafka`: commit-to-acknowledgement latency of the Kafka
+/// publisher at a paced load through the API, then the rate at which it
+/// drains a backlog.
+pub async fn kafka(settings: Settings, brokers: &str, rate: u64, seconds: u64, backlog: i64) -> anyhow::Result<()> {
+    const DB: &str = "coverwatch_bench_kafka";
+    let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
+    local.ensure_running().await?;
+    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DB}")).execute(&admin).await?;
+    admin.close().await;
+    let url: SecretString = local.url(DB).into();
+    let pool = connect(&url, 40).await?;
+    migrate(&pool).await?;
+    let prefix = format!("bench{}", std::process::id());
+
+    let mut app_settings = settings.clone();
+    app_settings.bind = "127.0.0.1:0".into();
+    app_settings.database_url = Some(url.clone());
+    app_settings.database_pool_size = 40;
+    app_settings.kafka_brokers = Some(brokers.to_owned());
+    app_settings.kafka_topic_prefix = prefix.clone();
+    let app = Application::build_with(
+        app_settings.clone(),
+        pool.clone(),
+        Arc::new(coverwatch_domain::clock::SystemClock),
+    )
+    .await?;
+    let metrics = app.publisher_metrics().context("the publisher runs in process")?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    println!("== {rate} events/s through the API for {seconds}s (sign-ups: 2 events each), published to {brokers}");
+    let http = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(2.0 / rate as f64);
+    let started = Instant::now();
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticker.tick().await;
+        n += 1;
+        let (http, base, failed) = (http.clone(), base.clone(), failed.clone());
+        tasks.spawn(async move {
+            let sent = http
+                .post(format!("{base}/v1/tenants"))
+                .json(&json!({"name": format!("Kafka {n}"), "slug": format!("kafka-{n}"), "owner_email": format!("o{n}@kafka.test")}))
+                .send()
+                .await;
+            if !sent.is_ok_and(|r| r.status().is_success()) {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let published: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'kafka_publisher'")
+                .fetch_optional(&pool)
+                .await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&pool)
+            .await?;
+        if published >= last || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "appended {appended} events in {elapsed:.1}s = {:.0} events/s ({} failed requests)",
+        appended as f64 / elapsed,
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "commit-to-acknowledged latency: p50 {:.1} ms, p99 {:.1} ms (target p99 < 100 ms)",
+        metrics.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
+        metrics.latency_quantile_ms(0.99).unwrap_or(f64::NAN)
+    );
+    let _ = stop.send(true);
+    let _ = server.await;
+
+    println!("== backlog of {backlog} events published from the checkpoint");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'detection', 'backlog-' || (g % 1000), g / 1000 + 1, 'BacklogProbe', '1.0',
+                json_build_object('g', g, 'note', 'a detection-sized payload for the backlog benchmark'),
+                json_build_object('tenant_id', '00000000-0000-0000-0000-000000000001', 'actor', 'system',
+                                  'request_id', 'bench', 'correlation_id', 'bench', 'causation_id', 'bench')
+           FROM generate_series(0, $1 - 1) g ORDER BY g",
+    )
+    .bind(backlog)
+    .execute(&pool)
+    .await?;
+    let publisher = Arc::new(coverwatch_projections::kafka::KafkaPublisher::new(
+        app_settings.kafka()?.context("kafka settings")?,
+    )?);
+    let runtime = coverwatch_projections::SubscriptionRuntime::new(pool.clone(), vec![publisher], 10_000).await?;
+    let started = Instant::now();
+    let published = runtime.catch_up().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "backlog: {published} events published and acknowledged in {seconds:.2}s = {:.0} events/s (target >= 20000)",
+        published as f64 / seconds
+    );
+    pool.close().await;
+    Ok(())
+}

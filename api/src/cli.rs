@@ -44,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         action: ReplayAction,
     },
+    /// Measure Kafka publishing: latency at a paced load, and backlog drain.
+    BenchKafka(KafkaBench),
     /// Measure command throughput against raw inserts, and catch-up speed.
     Bench {
         #[arg(long, default_value_t = 32)]
@@ -54,6 +56,21 @@ enum Command {
         #[arg(long, default_value_t = 300_000)]
         catch_up_events: i64,
     },
+}
+
+#[derive(clap::Args)]
+struct KafkaBench {
+    /// A Kafka-protocol broker (`make broker` starts one on 127.0.0.1:19092).
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// Events per second appended through the API (sign-ups: 2 events each).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Events in the backlog whose publishing is timed.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: i64,
 }
 
 #[derive(Subcommand)]
@@ -156,6 +173,9 @@ pub async fn run() -> anyhow::Result<()> {
             seconds,
             catch_up_events,
         } => crate::bench::run(settings, clients, seconds, catch_up_events).await,
+        Command::BenchKafka(args) => {
+            crate::bench::kafka(settings, &args.brokers, args.rate, args.seconds, args.backlog).await
+        }
     }
 }
 

@@ -48,6 +48,22 @@ pub struct Settings {
     /// ...or when the last one is this old (seconds).
     #[serde(default = "default_checkpoint_age")]
     pub digest_checkpoint_max_age_secs: i64,
+    /// Kafka bootstrap servers; without them the publisher is off and events
+    /// wait in the log (published from the checkpoint once configured).
+    #[serde(default)]
+    pub kafka_brokers: Option<String>,
+    #[serde(default = "default_topic_prefix")]
+    pub kafka_topic_prefix: String,
+    #[serde(default = "default_partitions")]
+    pub kafka_partitions: i32,
+    /// `key=value` pairs, comma-separated, passed to librdkafka as they are
+    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN,...`).
+    #[serde(default)]
+    pub kafka_properties: Option<SecretString>,
+    #[serde(default = "default_max_message")]
+    pub kafka_max_message_bytes: usize,
+    #[serde(default = "default_delivery_timeout")]
+    pub kafka_delivery_timeout_ms: u64,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -85,6 +101,18 @@ fn default_checkpoint_every() -> i64 {
 }
 fn default_checkpoint_age() -> i64 {
     60
+}
+fn default_topic_prefix() -> String {
+    "coverwatch".into()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_max_message() -> usize {
+    1_000_000
+}
+fn default_delivery_timeout() -> u64 {
+    10_000
 }
 fn default_log_format() -> String {
     "pretty".into()
@@ -132,6 +160,31 @@ impl Settings {
             self.digest_checkpoint_every,
             chrono::Duration::seconds(self.digest_checkpoint_max_age_secs),
         ))
+    }
+
+    /// The Kafka publisher's settings, when brokers are configured.
+    pub fn kafka(&self) -> anyhow::Result<Option<coverwatch_projections::kafka::KafkaSettings>> {
+        use secrecy::ExposeSecret;
+        let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let mut properties = vec![];
+        if let Some(raw) = &self.kafka_properties {
+            for pair in raw.expose_secret().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("COVERWATCH_KAFKA_PROPERTIES: `{pair}` is not key=value"))?;
+                properties.push((key.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        Ok(Some(coverwatch_projections::kafka::KafkaSettings {
+            brokers,
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            partitions: self.kafka_partitions,
+            properties,
+            max_message_bytes: self.kafka_max_message_bytes,
+            delivery_timeout: std::time::Duration::from_millis(self.kafka_delivery_timeout_ms),
+        }))
     }
 
     /// Defaults only (tests and the benchmark fill in what they need).

@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
-use crate::routes::{admin, api_keys, audit, auditors, health, invitations, members, tenants};
+use crate::routes::{admin, api_keys, audit, auditors, health, invitations, members, metrics, tenants};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{idempotency, openapi};
@@ -16,7 +16,8 @@ use axum::http::Request;
 use coverwatch_commands::TenantCommands;
 use coverwatch_domain::clock::{Clock, SystemClock};
 use coverwatch_domain::tenant::TenantServices;
-use coverwatch_projections::{Progress, SubscriptionRuntime, all_subscribers};
+use coverwatch_projections::kafka::KafkaPublisher;
+use coverwatch_projections::{Progress, SubscriptionRuntime, all_subscribers, read_models};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -34,6 +35,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 pub struct Application {
     port: u16,
+    publisher: Option<Arc<coverwatch_projections::kafka::PublisherMetrics>>,
     listener: Option<TcpListener>,
     router: Router,
     runtime: Option<SubscriptionRuntime>,
@@ -77,15 +79,21 @@ impl Application {
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let signer = settings.audit_signer()?;
+        let mut publisher_metrics = None;
         let runtime = if settings.subscribers {
-            let subscribers = all_subscribers(settings.digests()?);
+            let mut subscribers = all_subscribers(settings.digests()?);
+            if let Some(kafka) = settings.kafka()? {
+                let publisher = Arc::new(KafkaPublisher::new(kafka)?);
+                publisher_metrics = Some(publisher.metrics.clone());
+                subscribers.push(publisher);
+            }
             Some(SubscriptionRuntime::new(pool.clone(), subscribers, settings.subscriber_batch_size).await?)
         } else {
             None
         };
         let progress = match &runtime {
             Some(runtime) => runtime.progress(),
-            None => Progress::Database(pool.clone()),
+            None => Progress::Database(pool.clone(), read_models().iter().map(|s| s.name()).collect()),
         };
         let tenants = TenantCommands::new(pool.clone(), TenantServices { clock: clock.clone() }, wake_tx);
         let state = AppState {
@@ -95,7 +103,9 @@ impl Application {
             settings: Arc::new(settings.clone()),
             clock,
             signer,
+            publisher: publisher_metrics.clone(),
         };
+        let state_publisher = publisher_metrics;
         let listener = if settings.api {
             Some(
                 TcpListener::bind(&settings.bind)
@@ -111,6 +121,7 @@ impl Application {
         };
         Ok(Self {
             port,
+            publisher: state_publisher,
             listener,
             router: router(state),
             runtime,
@@ -121,6 +132,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Kafka publisher's counters, when it runs in this process.
+    pub fn publisher_metrics(&self) -> Option<Arc<coverwatch_projections::kafka::PublisherMetrics>> {
+        self.publisher.clone()
     }
 
     /// A handle that stops the application when sent `true`.
@@ -185,6 +201,7 @@ pub fn router(state: AppState) -> Router {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(tenants::create_tenant))
         .routes(routes!(

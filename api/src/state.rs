@@ -16,6 +16,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub signer: coverwatch_projections::signing::AuditSigner,
+    /// The Kafka publisher's counters, when it runs in this process.
+    pub publisher: Option<Arc<coverwatch_projections::kafka::PublisherMetrics>>,
 }
 
 impl AppState {

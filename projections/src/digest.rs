@@ -70,6 +70,10 @@ impl Subscriber for Digests {
         false
     }
 
+    fn awaited(&self) -> bool {
+        false
+    }
+
     async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut scopes: Vec<String> = vec![GLOBAL_SCOPE.to_owned()];
         scopes.extend(events.iter().filter_map(|e| e.tenant_id).map(tenant_scope));

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod digest;
 pub mod directory;
 pub mod event;
+pub mod kafka;
 pub mod runtime;
 pub mod signing;
 

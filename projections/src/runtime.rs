@@ -25,6 +25,11 @@ pub trait Subscriber: Send + Sync {
     fn rebuildable(&self) -> bool {
         true
     }
+    /// Whether commands wait for it (read-your-writes). Only subscribers that
+    /// feed queries are awaited; a publisher or the digests are not.
+    fn awaited(&self) -> bool {
+        true
+    }
     /// Apply one batch inside the caller's transaction. Must be idempotent per
     /// event (replays after a crash roll back with the checkpoint, but a
     /// rebuild may re-run events over rows it already wrote).
@@ -36,8 +41,8 @@ pub trait Subscriber: Send + Sync {
 pub enum Progress {
     /// Subscribers run in this process: wait on their in-memory positions.
     InProcess(Arc<HashMap<&'static str, watch::Receiver<i64>>>),
-    /// Subscribers run elsewhere: poll their checkpoints.
-    Database(PgPool),
+    /// Subscribers run elsewhere: poll the checkpoints of these.
+    Database(PgPool, Vec<&'static str>),
 }
 
 impl Progress {
@@ -59,12 +64,14 @@ impl Progress {
                 }
                 true
             }
-            Self::Database(pool) => loop {
-                let lowest: Option<i64> = sqlx::query_scalar("SELECT min(position) FROM subscriber_checkpoints")
-                    .fetch_one(pool)
-                    .await
-                    .ok()
-                    .flatten();
+            Self::Database(pool, names) => loop {
+                let lowest: Option<i64> =
+                    sqlx::query_scalar("SELECT min(position) FROM subscriber_checkpoints WHERE name = ANY($1)")
+                        .bind(names)
+                        .fetch_one(pool)
+                        .await
+                        .ok()
+                        .flatten();
                 if lowest.is_some_and(|p| p >= position) {
                     return true;
                 }
@@ -106,11 +113,13 @@ impl SubscriptionRuntime {
         })
     }
 
+    /// Progress of the subscribers commands wait for (see [`Subscriber::awaited`]).
     pub fn progress(&self) -> Progress {
         Progress::InProcess(Arc::new(
-            self.positions
+            self.subscribers
                 .iter()
-                .map(|(name, tx)| (*name, tx.subscribe()))
+                .filter(|s| s.awaited())
+                .map(|s| (s.name(), self.positions[s.name()].subscribe()))
                 .collect(),
         ))
     }
@@ -179,7 +188,7 @@ async fn follow(
             Ok(_) => failures = 0,
             Err(error) => {
                 failures += 1;
-                tracing::error!(subscriber = subscriber.name(), error = ?error, "subscriber batch failed; retrying");
+                tracing::error!(subscriber = subscriber.name(), error = %format!("{error:#}"), "subscriber batch failed; retrying");
             }
         }
         let pause = if failures > 0 {

@@ -35,7 +35,7 @@ where
     }
 }
 
-fn coverwatch_binary() -> PathBuf {
+pub fn coverwatch_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe.parent().unwrap().parent().unwrap().join("coverwatch");
     assert!(

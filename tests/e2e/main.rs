@@ -8,6 +8,7 @@ mod event_log;
 mod helpers;
 mod idempotency;
 mod isolation;
+mod kafka;
 mod members;
 mod openapi;
 mod replay;

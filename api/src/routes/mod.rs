@@ -8,6 +8,7 @@ pub mod auditors;
 pub mod health;
 pub mod invitations;
 pub mod members;
+pub mod metrics;
 pub mod tenants;
 
 use crate::error::{ApiError, ApiResult, FieldError};
