@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering;
 
 /// name, position, events processed, lag in events, lag in seconds.
 type CheckpointRow = (String, i64, i64, i64, f64);
+/// A metric family per subscriber: name, type, help, value of a row.
+type Series = (&'static str, &'static str, &'static str, fn(&CheckpointRow) -> String);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -31,7 +33,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     .fetch_all(&state.pool)
     .await?;
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&CheckpointRow) -> String); 4] = [
+    let series: [Series; 4] = [
         (
             "coverwatch_subscriber_position",
             "gauge",
