@@ -80,6 +80,29 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+type KeyHolder = (Uuid, Uuid, String, String, String, String);
+
+/// The key's tenant, member, hash, role and statuses. The only query joining
+/// several read-model tables: if a rebuild's table switch picks it as a
+/// deadlock victim, it is read-only and simply asked again.
+async fn key_holder(state: &AppState, key_id: Uuid) -> Result<Option<KeyHolder>, sqlx::Error> {
+    let query = || {
+        sqlx::query_as::<_, KeyHolder>(
+            "SELECT k.tenant_id, k.member_id, k.secret_hash, m.role, m.status, t.status
+               FROM api_keys k
+               JOIN members m ON m.id = k.member_id
+               JOIN tenants t ON t.id = k.tenant_id
+              WHERE k.id = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .fetch_optional(&state.pool)
+    };
+    match query().await {
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40P01") => query().await,
+        other => other,
+    }
+}
+
 impl Principal {
     /// Resolve the bearer credential in `headers`.
     pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<Self> {
@@ -95,16 +118,7 @@ impl Principal {
             return Ok(Self::PlatformAdmin);
         }
         let key_id = parse_api_key(token).ok_or(ApiError::Unauthorized)?;
-        let row: Option<(Uuid, Uuid, String, String, String, String)> = sqlx::query_as(
-            "SELECT k.tenant_id, k.member_id, k.secret_hash, m.role, m.status, t.status
-               FROM api_keys k
-               JOIN members m ON m.id = k.member_id
-               JOIN tenants t ON t.id = k.tenant_id
-              WHERE k.id = $1 AND k.revoked_at IS NULL",
-        )
-        .bind(key_id)
-        .fetch_optional(&state.pool)
-        .await?;
+        let row = key_holder(state, key_id).await?;
         let Some((tenant_id, member_id, hash, role, member_status, tenant_status)) = row else {
             return Err(ApiError::Unauthorized);
         };

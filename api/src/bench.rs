@@ -16,26 +16,31 @@ use anyhow::{Context, bail};
 use coverwatch_projections::read_models;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const DATABASE: &str = "coverwatch_bench";
 
+/// A new, migrated database `name` on the local cluster (dropped first).
+async fn fresh_database(local: &LocalPostgres, name: &str, pool_size: u32) -> anyhow::Result<(PgPool, SecretString)> {
+    local.ensure_running().await?;
+    let admin = PgPool::connect(&local.url("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    let url: SecretString = local.url(name).into();
+    let pool = connect(&url, pool_size).await?;
+    migrate(&pool).await?;
+    Ok((pool, url))
+}
+
 pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_events: i64) -> anyhow::Result<()> {
     let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
-    local.ensure_running().await?;
-    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let url: SecretString = local.url(DATABASE).into();
-    let pool = connect(&url, clients as u32 + 8).await?;
-    migrate(&pool).await?;
+    let (pool, url) = fresh_database(&local, DATABASE, clients as u32 + 8).await?;
 
     let mut app_settings = settings.clone();
     app_settings.bind = "127.0.0.1:0".into();
@@ -213,17 +218,8 @@ pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_even
 /// `events` events (1,000 tenants), next to the raw rate of reading the events
 /// table sequentially with COPY in the same run.
 pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
-    const DB: &str = "coverwatch_bench_replay";
     let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
-    local.ensure_running().await?;
-    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DB}")).execute(&admin).await?;
-    admin.close().await;
-    let pool = connect(&local.url(DB).into(), 8).await?;
-    migrate(&pool).await?;
+    let (pool, _) = fresh_database(&local, "coverwatch_bench_replay", 8).await?;
 
     println!("== generating {events} events over 1000 tenants");
     let started = Instant::now();
@@ -333,18 +329,8 @@ pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
 /// publisher at a paced load through the API, then the rate at which it
 /// drains a backlog.
 pub async fn kafka(settings: Settings, brokers: &str, rate: u64, seconds: u64, backlog: i64) -> anyhow::Result<()> {
-    const DB: &str = "coverwatch_bench_kafka";
     let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
-    local.ensure_running().await?;
-    let admin = sqlx::PgPool::connect(&local.url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DB}")).execute(&admin).await?;
-    admin.close().await;
-    let url: SecretString = local.url(DB).into();
-    let pool = connect(&url, 40).await?;
-    migrate(&pool).await?;
+    let (pool, url) = fresh_database(&local, "coverwatch_bench_kafka", 40).await?;
     let prefix = format!("bench{}", std::process::id());
 
     let mut app_settings = settings.clone();

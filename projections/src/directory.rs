@@ -160,8 +160,10 @@ impl Subscriber for Directory {
         "directory"
     }
 
+    /// In the order the API's authentication join reads them, so a rebuild
+    /// switch locks them in that order too (no lock-order cycle).
     fn tables(&self) -> &'static [&'static str] {
-        &["tenants", "members", "invitations", "api_keys"]
+        &["api_keys", "members", "tenants", "invitations"]
     }
 
     async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {

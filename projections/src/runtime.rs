@@ -254,21 +254,7 @@ pub async fn catch_up_pipelined(
         if checkpoint != after {
             anyhow::bail!("{name} moved from {after} to {checkpoint} under a catch-up");
         }
-        let last = events.last().map(|e| e.position).unwrap_or(after);
-        subscriber
-            .handle(&mut tx, &events)
-            .await
-            .with_context(|| format!("{name} applying events after position {after}"))?;
-        sqlx::query(
-            "UPDATE subscriber_checkpoints
-                SET position = $2, events_processed = events_processed + $3, updated_at = now()
-              WHERE name = $1",
-        )
-        .bind(name)
-        .bind(last)
-        .bind(events.len() as i64)
-        .execute(&mut *tx)
-        .await?;
+        let last = apply(&mut tx, subscriber, after, &events).await?;
         tx.commit().await?;
         applied += events.len() as u64;
         on_step(Step {
@@ -278,6 +264,33 @@ pub async fn catch_up_pipelined(
     }
     reader.await.context("the prefetching reader")??;
     Ok(applied)
+}
+
+/// Apply a batch read after `after` and advance the checkpoint past it, in the
+/// caller's transaction; returns the new checkpoint.
+async fn apply(
+    conn: &mut PgConnection,
+    subscriber: &dyn Subscriber,
+    after: i64,
+    events: &[StoredEvent],
+) -> anyhow::Result<i64> {
+    let name = subscriber.name();
+    let last = events.last().map(|e| e.position).unwrap_or(after);
+    subscriber
+        .handle(conn, events)
+        .await
+        .with_context(|| format!("{name} applying events after position {after}"))?;
+    sqlx::query(
+        "UPDATE subscriber_checkpoints
+            SET position = $2, events_processed = events_processed + $3, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(last)
+    .bind(events.len() as i64)
+    .execute(conn)
+    .await?;
+    Ok(last)
 }
 
 /// Whether anything is readable after `position`: one cheap statement, so
@@ -338,20 +351,7 @@ pub async fn step(pool: &PgPool, subscriber: &dyn Subscriber, batch_size: i64) -
         });
     };
     let last_position = last.position;
-    subscriber
-        .handle(&mut tx, &events)
-        .await
-        .with_context(|| format!("{name} applying events after position {checkpoint}"))?;
-    sqlx::query(
-        "UPDATE subscriber_checkpoints
-            SET position = $2, events_processed = events_processed + $3, updated_at = now()
-          WHERE name = $1",
-    )
-    .bind(name)
-    .bind(last_position)
-    .bind(events.len() as i64)
-    .execute(&mut *tx)
-    .await?;
+    apply(&mut tx, subscriber, checkpoint, &events).await?;
     tx.commit().await.context("committing a subscriber batch")?;
     Ok(Step {
         events: events.len(),

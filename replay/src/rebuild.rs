@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SHADOW_SCHEMA: &str = "coverwatch_rebuild";
+/// Where the replaced tables wait to be dropped after a switch.
+pub const RETIRED_SCHEMA: &str = "coverwatch_retired";
 
 /// Where a rebuild stands, for progress displays.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +81,13 @@ async fn prepare_shadow(pool: &PgPool, subscribers: &[Arc<dyn Subscriber>]) -> a
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!("CREATE SCHEMA {SHADOW_SCHEMA}"))
+        .execute(&mut *tx)
+        .await?;
+    // Tables a previous switch retired but could not drop yet.
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {RETIRED_SCHEMA}"))
         .execute(&mut *tx)
         .await?;
     let mut tables = vec!["subscriber_checkpoints"];
@@ -218,6 +227,7 @@ pub async fn rebuild(
         read += events.iter().copied().max().unwrap_or(0);
         if switch(pool, &subscribers).await? {
             shadow.close().await;
+            drop_retired(pool).await;
             let seconds = started.elapsed().as_secs_f64();
             return Ok(Summary {
                 subscribers: subscribers.iter().map(|s| s.name().to_owned()).collect(),
@@ -228,6 +238,29 @@ pub async fn rebuild(
         }
     }
     bail!("the rebuild could not catch up with the live subscribers")
+}
+
+/// Drop the tables a switch retired, yielding to any query (short lock
+/// timeout, a few tries). Left over, they are dropped by the next rebuild.
+async fn drop_retired(pool: &PgPool) {
+    for _ in 0..20 {
+        let dropped = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL lock_timeout = '250ms'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        match dropped {
+            Ok(()) => return,
+            Err(error) => tracing::debug!(error = %error, "retired read-model tables still in use; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Swap shadow and live tables if the shadow is caught up; false otherwise.
@@ -245,7 +278,10 @@ async fn switch(pool: &PgPool, subscribers: &[Arc<dyn Subscriber>]) -> anyhow::R
     }
     for subscriber in subscribers {
         for table in subscriber.tables() {
-            sqlx::query(&format!("DROP TABLE public.{table}"))
+            // Move the old table aside rather than drop it here: DROP locks
+            // each index and the row type too, which can deadlock with a query
+            // planned a moment before; the retired tables go after the commit.
+            sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {RETIRED_SCHEMA}"))
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&format!("ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA public"))

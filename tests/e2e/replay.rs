@@ -421,7 +421,8 @@ async fn a_rebuild_under_load_switches_over_and_equals_the_live_models() {
                         json!({"name": format!("Load {n}")}),
                     )
                     .await;
-                assert_eq!(response.status(), StatusCode::OK);
+                let status = response.status();
+                assert_eq!(status, StatusCode::OK, "{}", response.text().await.unwrap());
                 // Queries keep working during the rebuild.
                 let members = app
                     .get(&format!("/v1/tenants/{}/members", tenant.id), &tenant.key)
