@@ -157,14 +157,16 @@ CREATE TABLE subscriber_checkpoints (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 
--- Idempotency-Key records: a retried POST returns the first response.
+-- Idempotency-Key records: a retried POST returns the first response. Only a
+-- hash of the key is stored, and the response (which may hold a freshly
+-- issued API key) is encrypted under a key derived from the idempotency key,
+-- so only a client that knows it can have the response replayed.
 CREATE TABLE idempotency_keys (
-    scope            text        NOT NULL,
-    key              text        NOT NULL,
-    fingerprint      text        NOT NULL,
-    response_status  integer,
-    response_body    jsonb,
-    response_headers jsonb,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, key)
+    scope           text        NOT NULL,
+    key_hash        text        NOT NULL,
+    fingerprint     text        NOT NULL,
+    response_status integer,
+    response        bytea,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key_hash)
 );

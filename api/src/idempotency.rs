@@ -3,20 +3,65 @@
 //! request gets that response back without running again (so nothing is
 //! appended twice). The same key with a different request is refused.
 //! Keys are scoped to the caller's credentials and kept for 24 hours.
+//!
+//! The stored response can hold a secret shown once (a new API key), so the
+//! table holds only a hash of the idempotency key and the response sealed with
+//! ChaCha20-Poly1305 under a key derived from the idempotency key: reading the
+//! database does not reveal it; retrying with the key does.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use coverwatch_commands::secrets::sha256_hex;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const KEY_HEADER: &str = "idempotency-key";
 const REPLAYED_HEADER: &str = "idempotent-replayed";
 const KEPT_HEADERS: [&str; 3] = ["content-type", "etag", "location"];
+
+/// The first response, as sealed in the table.
+#[derive(Serialize, Deserialize)]
+struct StoredResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn cipher(scope: &str, key: &str) -> ChaCha20Poly1305 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"coverwatch.idempotency.v1\n");
+    hasher.update(scope.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(key.as_bytes());
+    ChaCha20Poly1305::new(Key::from_slice(&hasher.finalize()))
+}
+
+fn seal(scope: &str, key: &str, response: &StoredResponse) -> anyhow::Result<Vec<u8>> {
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let plaintext = serde_json::to_vec(response)?;
+    let sealed = cipher(scope, key)
+        .encrypt(Nonce::from_slice(&nonce), plaintext.as_slice())
+        .map_err(|_| anyhow::anyhow!("sealing an idempotent response"))?;
+    Ok([nonce.as_slice(), sealed.as_slice()].concat())
+}
+
+fn open(scope: &str, key: &str, sealed: &[u8]) -> anyhow::Result<StoredResponse> {
+    anyhow::ensure!(sealed.len() > 12, "a sealed response is too short");
+    let (nonce, ciphertext) = sealed.split_at(12);
+    let plaintext = cipher(scope, key)
+        .decrypt(Nonce::from_slice(nonce), ciphertext)
+        .map_err(|_| anyhow::anyhow!("opening an idempotent response"))?;
+    Ok(serde_json::from_slice(&plaintext)?)
+}
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
@@ -46,6 +91,7 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .map(sha256_hex)
         .unwrap_or_else(|| "anonymous".into());
+    let key_hash = sha256_hex(&format!("{scope}\n{key}"));
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, state.settings.max_body_bytes)
         .await
@@ -62,10 +108,10 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .execute(&state.pool)
         .await?;
     let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO idempotency_keys (scope, key_hash, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(&scope)
-    .bind(&key)
+    .bind(&key_hash)
     .bind(&fingerprint)
     .execute(&state.pool)
     .await?
@@ -73,15 +119,14 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         == 1;
 
     if !claimed {
-        let stored: Option<StoredResponse> = sqlx::query_as(
-            "SELECT fingerprint, response_status, response_body, response_headers
-                   FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        let stored: Option<(String, Option<i32>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT fingerprint, response_status, response FROM idempotency_keys WHERE scope = $1 AND key_hash = $2",
         )
         .bind(&scope)
-        .bind(&key)
+        .bind(&key_hash)
         .fetch_optional(&state.pool)
         .await?;
-        let Some((stored_fingerprint, status, body, headers)) = stored else {
+        let Some((stored_fingerprint, status, sealed)) = stored else {
             return Err(ApiError::Conflict(
                 "the idempotency key is being released; retry".into(),
             ));
@@ -91,12 +136,12 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
                 "this Idempotency-Key was used for a different request".into(),
             ));
         }
-        let Some(status) = status else {
+        let (Some(_), Some(sealed)) = (status, sealed) else {
             return Err(ApiError::Conflict(
                 "a request with this Idempotency-Key is still in progress".into(),
             ));
         };
-        return Ok(replay(status, body, headers));
+        return Ok(replay(open(&scope, &key, &sealed)?));
     }
 
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
@@ -106,61 +151,42 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     if parts.status.is_server_error() {
         // A failure on our side: let the client retry for real.
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key_hash = $2")
             .bind(&scope)
-            .bind(&key)
+            .bind(&key_hash)
             .execute(&state.pool)
             .await?;
     } else {
-        let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-        let headers: serde_json::Map<String, serde_json::Value> = KEPT_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = parts.headers.get(*name)?.to_str().ok()?;
-                Some((name.to_string(), serde_json::Value::String(value.to_owned())))
-            })
-            .collect();
+        let stored = StoredResponse {
+            status: parts.status.as_u16(),
+            headers: KEPT_HEADERS
+                .iter()
+                .filter_map(|name| Some((name.to_string(), parts.headers.get(*name)?.to_str().ok()?.to_owned())))
+                .collect(),
+            body: bytes.to_vec(),
+        };
         sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $3, response_body = $4, response_headers = $5
-              WHERE scope = $1 AND key = $2",
+            "UPDATE idempotency_keys SET response_status = $3, response = $4 WHERE scope = $1 AND key_hash = $2",
         )
         .bind(&scope)
-        .bind(&key)
-        .bind(i32::from(parts.status.as_u16()))
-        .bind(body)
-        .bind(serde_json::Value::Object(headers))
+        .bind(&key_hash)
+        .bind(i32::from(stored.status))
+        .bind(seal(&scope, &key, &stored)?)
         .execute(&state.pool)
         .await?;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// fingerprint, status, body, headers of a stored first response.
-type StoredResponse = (
-    String,
-    Option<i32>,
-    Option<serde_json::Value>,
-    Option<serde_json::Value>,
-);
-
-fn replay(status: i32, body: Option<serde_json::Value>, headers: Option<serde_json::Value>) -> Response {
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    let map: &mut HeaderMap = response.headers_mut();
-    if let Some(serde_json::Value::Object(headers)) = headers {
-        for (name, value) in headers {
-            if let (Ok(name), Some(Ok(value))) = (
-                HeaderName::try_from(name.as_str()),
-                value.as_str().map(HeaderValue::from_str),
-            ) {
-                map.insert(name, value);
-            }
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+            headers.insert(name, value);
         }
     }
-    map.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     response
 }

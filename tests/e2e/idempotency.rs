@@ -24,6 +24,20 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_appends_nothing(
     assert_eq!(retry, first, "the same tenant, the same key");
     assert_eq!(app.event_count().await, events);
 
+    // At rest, neither the idempotency key nor the API key it returned is readable.
+    let api_key = first["api_key"].as_str().unwrap();
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT key_hash, response FROM idempotency_keys")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0].0.contains("signup-1"));
+    let stored = String::from_utf8_lossy(&rows[0].1);
+    assert!(
+        !stored.contains(api_key) && !stored.contains("cwk_"),
+        "the response is stored in the clear"
+    );
+
     // Concurrent retries of a member command: one invitation, one event.
     let tenant_id = first["id"].as_str().unwrap();
     let key = first["api_key"].as_str().unwrap();
