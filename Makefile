@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/coverwatch
 PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
 
-.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs kafka-tools broker
+.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs kafka-tools broker broker-release
 
 # Test tools kept outside the clone so only a fresh machine pays for them:
 # tansu (a Kafka-protocol broker, built from crates.io with SQLite and memory
@@ -50,6 +50,19 @@ broker: $(TANSU)
 	mkdir -p .coverwatch/tansu && cd .coverwatch/tansu && $(TANSU) broker \
 		--listener-url tcp://127.0.0.1:19092 --advertised-listener-url tcp://127.0.0.1:19092 \
 		--storage-engine sqlite://tansu.db
+
+# The same broker built in release mode (about 25 minutes, once), for
+# `coverwatch bench-kafka`: a debug-built broker on the same two cores
+# dominates the latency it measures.
+TANSU_RELEASE := $(CACHE)/tansu-0.6.0-release/bin/tansu
+$(TANSU_RELEASE):
+	$(CARGO) install tansu --version 0.6.0 --locked --no-default-features \
+		--features dynostore,libsql --root $(CACHE)/tansu-0.6.0-release
+
+broker-release: $(TANSU_RELEASE)
+	mkdir -p .coverwatch/tansu-memory && cd .coverwatch/tansu-memory && $(TANSU_RELEASE) broker \
+		--listener-url tcp://127.0.0.1:19092 --advertised-listener-url tcp://127.0.0.1:19092 \
+		--storage-engine memory://tansu/
 
 bench:
 	$(CARGO) build --release --bin coverwatch

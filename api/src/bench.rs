@@ -352,56 +352,73 @@ pub async fn kafka(settings: Settings, brokers: &str, rate: u64, seconds: u64, b
 
     println!("== {rate} events/s through the API for {seconds}s (sign-ups: 2 events each), published to {brokers}");
     let http = reqwest::Client::new();
-    let interval = Duration::from_secs_f64(2.0 / rate as f64);
-    let started = Instant::now();
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(seconds) {
-        ticker.tick().await;
-        n += 1;
-        let (http, base, failed) = (http.clone(), base.clone(), failed.clone());
-        tasks.spawn(async move {
-            let sent = http
-                .post(format!("{base}/v1/tenants"))
-                .json(&json!({"name": format!("Kafka {n}"), "slug": format!("kafka-{n}"), "owner_email": format!("o{n}@kafka.test")}))
-                .send()
-                .await;
-            if !sent.is_ok_and(|r| r.status().is_success()) {
-                failed.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed().as_secs_f64();
-    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let published: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'kafka_publisher'")
-                .fetch_optional(&pool)
-                .await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+    // This machine is noisy (2 cores shared by server, database and broker):
+    // three rounds, each printed, and the median.
+    let mut p99s = vec![];
+    for round in 1..=3u64 {
+        metrics.ack_latencies_us.lock().expect("latency lock").clear();
+        let interval = Duration::from_secs_f64(2.0 / rate as f64);
+        let started = Instant::now();
+        let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&pool)
             .await?;
-        if published >= last || Instant::now() > deadline {
-            break;
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            ticker.tick().await;
+            n += 1;
+            let (http, base, failed) = (http.clone(), base.clone(), failed.clone());
+            tasks.spawn(async move {
+                let sent = http
+                    .post(format!("{base}/v1/tenants"))
+                    .json(
+                        &json!({"name": format!("Kafka {round} {n}"), "slug": format!("kafka-{round}-{n}"),
+                                  "owner_email": format!("o{n}@kafka.test")}),
+                    )
+                    .send()
+                    .await;
+                if !sent.is_ok_and(|r| r.status().is_success()) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        while tasks.join_next().await.is_some() {}
+        let elapsed = started.elapsed().as_secs_f64();
+        let appended = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await?
+            - before;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let published: Option<i64> =
+                sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'kafka_publisher'")
+                    .fetch_optional(&pool)
+                    .await?;
+            let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+                .fetch_one(&pool)
+                .await?;
+            if published >= last || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let p99 = metrics.latency_quantile_ms(0.99).unwrap_or(f64::NAN);
+        println!(
+            "round {round}: appended {appended} events in {elapsed:.1}s = {:.0} events/s ({} failed requests); \
+             commit-to-acknowledged p50 {:.1} ms, p99 {p99:.1} ms",
+            appended as f64 / elapsed,
+            failed.load(Ordering::Relaxed),
+            metrics.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
+        );
+        p99s.push(p99);
     }
+    p99s.sort_by(f64::total_cmp);
     println!(
-        "appended {appended} events in {elapsed:.1}s = {:.0} events/s ({} failed requests)",
-        appended as f64 / elapsed,
-        failed.load(Ordering::Relaxed)
-    );
-    println!(
-        "commit-to-acknowledged latency: p50 {:.1} ms, p99 {:.1} ms (target p99 < 100 ms)",
-        metrics.latency_quantile_ms(0.5).unwrap_or(f64::NAN),
-        metrics.latency_quantile_ms(0.99).unwrap_or(f64::NAN)
+        "commit-to-acknowledged latency: median p99 {:.1} ms (target p99 < 100 ms)",
+        p99s[1]
     );
     let _ = stop.send(true);
     let _ = server.await;
