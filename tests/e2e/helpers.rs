@@ -296,3 +296,26 @@ impl TestApp {
         self.create_tenant(&slug).await
     }
 }
+
+impl TestApp {
+    /// Wait until the named subscriber (every subscriber when `None`) has
+    /// processed the whole log.
+    pub async fn caught_up(&self, subscriber: Option<&str>, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (behind, known): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE position < (SELECT coalesce(max(position), 0) FROM events)), count(*)
+                   FROM subscriber_checkpoints WHERE $1::text IS NULL OR name = $1",
+            )
+            .bind(subscriber)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if behind == 0 && known > 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{subscriber:?} did not catch up");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -182,24 +182,7 @@ async fn spawn_with_kafka(broker: &Broker, configure: impl FnOnce(&mut coverwatc
 }
 
 async fn publisher_caught_up(app: &TestApp, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (position, last): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT position FROM subscriber_checkpoints WHERE name = 'kafka_publisher'),
-                    (SELECT max(position) FROM events)",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if position.is_some() && position >= last {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the publisher did not catch up: {position:?} < {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.caught_up(Some("kafka_publisher"), timeout).await;
 }
 
 async fn all_events(app: &TestApp) -> Vec<(Uuid, String, i64, i64)> {

@@ -14,20 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 async fn settled(app: &TestApp) {
-    // The digests subscriber runs after the read models: wait for it too.
-    for _ in 0..500 {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM subscriber_checkpoints WHERE position < (SELECT coalesce(max(position), 0) FROM events)",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if behind == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("subscribers did not catch up");
+    // The digests subscriber is not awaited by commands: wait for all.
+    app.caught_up(None, Duration::from_secs(10)).await;
 }
 
 async fn history(app: &TestApp, slug: &str) -> TestTenant {
