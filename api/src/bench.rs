@@ -220,6 +220,7 @@ pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_even
 pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
     let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
     let (pool, _) = fresh_database(&local, "coverwatch_bench_replay", 8).await?;
+    let signer = settings.audit_signer()?;
 
     println!("== generating {events} events over 1000 tenants");
     let started = Instant::now();
@@ -268,7 +269,7 @@ pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
     // The digests (signed checkpoints) as a live system would have them.
     let runtime = coverwatch_projections::SubscriptionRuntime::new(
         pool.clone(),
-        coverwatch_projections::all_subscribers(settings.digests()?),
+        coverwatch_projections::all_subscribers(settings.digests(signer.clone())),
         settings.subscriber_batch_size,
     )
     .await?;
@@ -311,8 +312,7 @@ pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
 
     println!("== verify");
     let started = Instant::now();
-    let report =
-        coverwatch_replay::verify::verify_log(&pool, None, Some(settings.audit_signer()?.public_key_hex())).await?;
+    let report = coverwatch_replay::verify::verify_log(&pool, None, Some(signer.public_key_hex())).await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "verify: {} events, {} checkpoints, ok = {} in {seconds:.1}s = {:.0} events/s (target >= 100000)",

@@ -201,7 +201,10 @@ async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> 
     migrate(&pool).await?;
     match action {
         ReplayAction::Verify { tenant, public_key, .. } => {
-            let key = public_key.unwrap_or(settings.audit_signer()?.public_key_hex());
+            let key = match public_key {
+                Some(key) => key,
+                None => settings.audit_signer()?.public_key_hex(),
+            };
             print_report(&verify::verify_log(&pool, tenant, Some(key)).await?)
         }
         ReplayAction::Rebuild { projection, check, .. } => {

@@ -153,13 +153,16 @@ impl Settings {
         }
     }
 
-    /// The digest subscriber configured by these settings.
-    pub fn digests(&self) -> anyhow::Result<coverwatch_projections::digest::Digests> {
-        Ok(coverwatch_projections::digest::Digests::new(
-            self.audit_signer()?,
+    /// The digest subscriber configured by these settings, signing with `signer`.
+    pub fn digests(
+        &self,
+        signer: coverwatch_projections::signing::AuditSigner,
+    ) -> coverwatch_projections::digest::Digests {
+        coverwatch_projections::digest::Digests::new(
+            signer,
             self.digest_checkpoint_every,
             chrono::Duration::seconds(self.digest_checkpoint_max_age_secs),
-        ))
+        )
     }
 
     /// The Kafka publisher's settings, when brokers are configured.

@@ -81,7 +81,7 @@ impl Application {
         let signer = settings.audit_signer()?;
         let mut publisher_metrics = None;
         let runtime = if settings.subscribers {
-            let mut subscribers = all_subscribers(settings.digests()?);
+            let mut subscribers = all_subscribers(settings.digests(signer.clone()));
             if let Some(kafka) = settings.kafka()? {
                 let publisher = Arc::new(KafkaPublisher::new(kafka)?);
                 publisher_metrics = Some(publisher.metrics.clone());

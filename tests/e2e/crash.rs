@@ -120,12 +120,7 @@ async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild
                 let body = json!({"email": format!("m{n}@crash.test"), "role": "analyst"});
                 let invited = until_authorized(|| app.post(&invitations, &tenant.key, body.clone())).await;
                 let invitation = expect_status(invited, StatusCode::CREATED).await;
-                let accepted = app
-                    .request(reqwest::Method::POST, "/v1/invitations/accept", None)
-                    .json(&json!({"token": invitation["token"]}))
-                    .send()
-                    .await
-                    .unwrap();
+                let accepted = app.accept_invitation(&invitation["token"]).await;
                 assert_eq!(accepted.status(), StatusCode::CREATED);
                 for i in 0..3 {
                     let body = json!({"name": format!("Renamed {i}")});

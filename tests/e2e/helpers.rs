@@ -229,15 +229,7 @@ impl TestApp {
             StatusCode::CREATED,
         )
         .await;
-        let accepted = expect_status(
-            self.request(Method::POST, "/v1/invitations/accept", None)
-                .json(&json!({"token": invitation["token"]}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::CREATED,
-        )
-        .await;
+        let accepted = expect_status(self.accept_invitation(&invitation["token"]).await, StatusCode::CREATED).await;
         (
             accepted["member_id"].as_str().unwrap().to_owned(),
             accepted["api_key"].as_str().unwrap().to_owned(),
@@ -317,5 +309,16 @@ impl TestApp {
             assert!(std::time::Instant::now() < deadline, "{subscriber:?} did not catch up");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl TestApp {
+    /// `POST /v1/invitations/accept` with `token` (no credentials needed).
+    pub async fn accept_invitation(&self, token: &Value) -> Response {
+        self.request(Method::POST, "/v1/invitations/accept", None)
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .unwrap()
     }
 }

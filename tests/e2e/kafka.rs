@@ -20,12 +20,9 @@ const TOPICS: [&str; 4] = [
     "coverwatch.detection",
 ];
 
-fn tansu_binary() -> PathBuf {
-    let path = std::env::var_os("COVERWATCH_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/coverwatch/tansu-0.6.0/bin/tansu")
-        });
+/// A test tool `make kafka-tools` installs: `$env` if set, else `default`.
+fn tool(env: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
     assert!(
         path.exists(),
         "{} is missing: `make kafka-tools` installs it (make test does)",
@@ -34,16 +31,16 @@ fn tansu_binary() -> PathBuf {
     path
 }
 
+fn tansu_binary() -> PathBuf {
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
+    tool("COVERWATCH_TANSU", home.join(".cache/coverwatch/tansu-0.6.0/bin/tansu"))
+}
+
 fn python() -> PathBuf {
-    let path = std::env::var_os("COVERWATCH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".coverwatch/venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: `make kafka-tools` creates it (make test does)",
-        path.display()
-    );
-    path
+    tool(
+        "COVERWATCH_TEST_PYTHON",
+        workspace_root().join(".coverwatch/venv/bin/python"),
+    )
 }
 
 fn free_port() -> u16 {

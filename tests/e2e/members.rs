@@ -31,15 +31,7 @@ async fn invite_accept_change_role_suspend_reactivate_remove() {
     .await;
     assert_eq!(listed["items"][0]["status"], "pending");
 
-    let accepted = expect_status(
-        app.request(Method::POST, "/v1/invitations/accept", None)
-            .json(&json!({"token": invitation["token"]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let accepted = expect_status(app.accept_invitation(&invitation["token"]).await, StatusCode::CREATED).await;
     let member_id = accepted["member_id"].as_str().unwrap();
     let ann_key = accepted["api_key"].as_str().unwrap();
     assert_eq!(accepted["role"], "analyst");
@@ -55,12 +47,7 @@ async fn invite_accept_change_role_suspend_reactivate_remove() {
     );
 
     // A token works once.
-    let again = app
-        .request(Method::POST, "/v1/invitations/accept", None)
-        .json(&json!({"token": invitation["token"]}))
-        .send()
-        .await
-        .unwrap();
+    let again = app.accept_invitation(&invitation["token"]).await;
     expect_problem(again, StatusCode::GONE, "gone").await;
 
     // Analysts cannot manage members; admins and owners can.
@@ -230,11 +217,6 @@ async fn expired_revoked_and_forged_invitations_are_refused() {
             json!({"email": email, "role": "read_only", "expires_in_hours": hours}),
         )
     };
-    let accept = |token: serde_json::Value| {
-        app.request(Method::POST, "/v1/invitations/accept", None)
-            .json(&json!({"token": token}))
-            .send()
-    };
 
     let short = expect_status(invite("late@invites.test", 1).await, StatusCode::CREATED).await;
     let revoked = expect_status(invite("revoked@invites.test", 48).await, StatusCode::CREATED).await;
@@ -248,16 +230,11 @@ async fn expired_revoked_and_forged_invitations_are_refused() {
 
     clock.advance(Duration::hours(2));
     let events = app.event_count().await;
-    expect_problem(accept(short["token"].clone()).await.unwrap(), StatusCode::GONE, "gone").await;
-    expect_problem(
-        accept(revoked["token"].clone()).await.unwrap(),
-        StatusCode::GONE,
-        "gone",
-    )
-    .await;
+    expect_problem(app.accept_invitation(&short["token"]).await, StatusCode::GONE, "gone").await;
+    expect_problem(app.accept_invitation(&revoked["token"]).await, StatusCode::GONE, "gone").await;
     let forged = revoked["token"].as_str().unwrap().chars().rev().collect::<String>();
     expect_problem(
-        accept(json!(forged)).await.unwrap(),
+        app.accept_invitation(&json!(forged)).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation",
     )
@@ -270,7 +247,7 @@ async fn expired_revoked_and_forged_invitations_are_refused() {
     } else {
         tampered
     };
-    let response = accept(json!(tampered)).await.unwrap();
+    let response = app.accept_invitation(&json!(tampered)).await;
     assert!([StatusCode::NOT_FOUND, StatusCode::UNPROCESSABLE_ENTITY].contains(&response.status()));
     assert_eq!(app.event_count().await, events, "refused acceptances append nothing");
 
