@@ -5,6 +5,7 @@ use super::commands::{Actor, NewApiKey, ProfileChanges, TenantCommand, Versioned
 use super::error::TenantError;
 use super::events::{InvitationStatus, MemberStatus, TenantEvent, TenantStatus};
 use crate::clock::{Clock, SystemClock};
+use crate::plans::Limit;
 use crate::values::{Email, Role, Slug};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -242,7 +243,8 @@ impl Tenant {
                 token_hash,
                 member_id,
                 api_key,
-            } => self.accept(invitation_id, &token_hash, member_id, api_key, now),
+                member_limit,
+            } => self.accept(invitation_id, &token_hash, member_id, api_key, member_limit, now),
             TenantCommand::UpdateProfile { by, changes } => {
                 self.require(
                     by,
@@ -267,6 +269,7 @@ impl Tenant {
                 role,
                 token_hash,
                 expires_at,
+                member_limit,
             } => {
                 self.require(by, Role::can_administer, "only an owner or admin can invite members")?;
                 if role == Role::Owner {
@@ -288,6 +291,7 @@ impl Tenant {
                 if self.invitations.contains_key(&invitation_id) {
                     return Err(TenantError::Conflict("invitation id already used".into()));
                 }
+                self.check_member_limit(member_limit, None, now)?;
                 Ok(vec![TenantEvent::MemberInvited {
                     invitation_id,
                     email,
@@ -471,6 +475,7 @@ impl Tenant {
         token_hash: &str,
         member_id: Uuid,
         api_key: NewApiKey,
+        member_limit: Limit,
         now: DateTime<Utc>,
     ) -> Decision {
         let invitation = self
@@ -495,6 +500,9 @@ impl Tenant {
         if self.members.contains_key(&member_id) {
             return Err(TenantError::Conflict("member id already used".into()));
         }
+        // The invitation already held a seat; a downgrade since may have
+        // taken it away.
+        self.check_member_limit(member_limit, Some(invitation_id), now)?;
         Ok(vec![
             TenantEvent::InvitationAccepted {
                 invitation_id,
@@ -504,6 +512,38 @@ impl Tenant {
             },
             key_created(api_key, member_id),
         ])
+    }
+
+    /// Seats in use: members not removed plus pending, unexpired invitations.
+    pub fn seats_used(&self, now: DateTime<Utc>) -> u64 {
+        let members = self
+            .members
+            .values()
+            .filter(|member| member.status != MemberStatus::Removed)
+            .count();
+        let invitations = self
+            .invitations
+            .values()
+            .filter(|inv| inv.status == InvitationStatus::Pending && inv.expires_at > now)
+            .count();
+        (members + invitations) as u64
+    }
+
+    /// Refuses one more seat over the limit; `taking` is an invitation whose
+    /// seat turns into a member's (not counted twice).
+    fn check_member_limit(&self, limit: Limit, taking: Option<Uuid>, now: DateTime<Utc>) -> Result<(), TenantError> {
+        let held = taking
+            .and_then(|id| self.invitations.get(&id))
+            .is_some_and(|inv| inv.status == InvitationStatus::Pending && inv.expires_at > now);
+        let used = self.seats_used(now) - u64::from(held);
+        match limit {
+            Limit::AtMost(max) if !limit.allows(used, 1) => Err(TenantError::LimitReached {
+                metric: "members",
+                used,
+                limit: max,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A member that exists and has not been removed.

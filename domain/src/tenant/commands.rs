@@ -1,6 +1,7 @@
 //! What may be asked of a tenant. Identifiers, token hashes and expiry times are
 //! chosen by the caller (the application layer), so the aggregate stays pure.
 
+use crate::plans::Limit;
 use crate::values::{Email, Label, Name, Role, Slug};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,9 @@ pub enum TenantCommand {
         role: Role,
         token_hash: String,
         expires_at: DateTime<Utc>,
+        /// The tenant's member limit now (from its subscription): pending
+        /// invitations count against it.
+        member_limit: Limit,
     },
     RevokeInvitation {
         by: Actor,
@@ -97,6 +101,7 @@ pub enum TenantCommand {
         token_hash: String,
         member_id: Uuid,
         api_key: NewApiKey,
+        member_limit: Limit,
     },
     ChangeMemberRole {
         by: Actor,

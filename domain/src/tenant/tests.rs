@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::plans::Limit;
 use crate::values::{Email, Name, Role, Slug};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
@@ -128,6 +129,19 @@ fn invite(by: Uuid, who: &str, role: Role) -> Versioned<TenantCommand> {
         role,
         token_hash: format!("token-{INVITE}"),
         expires_at: start() + Duration::days(7),
+        member_limit: Limit::Unlimited,
+    })
+}
+
+fn invite_within(limit: u64, invitation: u128, who: &str) -> Versioned<TenantCommand> {
+    cmd(TenantCommand::InviteMember {
+        by: Actor::Member(OWNER),
+        invitation_id: Uuid::from_u128(invitation),
+        email: email(who),
+        role: Role::Analyst,
+        token_hash: format!("token-{invitation}"),
+        expires_at: start() + Duration::days(7),
+        member_limit: Limit::AtMost(limit),
     })
 }
 
@@ -137,6 +151,7 @@ fn accept(token_hash: &str) -> Versioned<TenantCommand> {
         token_hash: token_hash.into(),
         member_id: Uuid::from_u128(40),
         api_key: key(Uuid::from_u128(41)),
+        member_limit: Limit::Unlimited,
     })
 }
 
@@ -612,4 +627,94 @@ fn a_cleared_profile_field_survives_serialization() {
         serde_json::json!({"ProfileUpdated": {"industry": null, "contact_email": "a@b.test"}})
     );
     assert_eq!(serde_json::from_value::<TenantEvent>(json).unwrap(), event);
+}
+
+#[test]
+fn pending_invitations_count_against_the_member_limit() {
+    // Owner + analyst + admin are 3 members; one pending invitation makes 4.
+    let mut given = team();
+    given.push(invited(Uuid::from_u128(23), "pending@acme.test", Role::Analyst));
+    fixture()
+        .given(given.clone())
+        .when(invite_within(4, 24, "fifth@acme.test"))
+        .then_expect_error(TenantError::LimitReached {
+            metric: "members",
+            used: 4,
+            limit: 4,
+        });
+    fixture()
+        .given(given)
+        .when(invite_within(5, 24, "fifth@acme.test"))
+        .then_expect_events(vec![TenantEvent::MemberInvited {
+            invitation_id: Uuid::from_u128(24),
+            email: email("fifth@acme.test"),
+            role: Role::Analyst,
+            token_hash: "token-24".into(),
+            expires_at: start() + Duration::days(7),
+        }]);
+}
+
+#[test]
+fn removed_members_and_expired_invitations_free_their_seats() {
+    let mut given = team();
+    given.push(TenantEvent::MemberRemoved { member_id: ANALYST });
+    given.push(TenantEvent::MemberInvited {
+        invitation_id: Uuid::from_u128(23),
+        email: email("old@acme.test"),
+        role: Role::Analyst,
+        token_hash: "token-23".into(),
+        expires_at: start() - Duration::days(1),
+    });
+    fixture()
+        .given(given)
+        .when(invite_within(3, 24, "third@acme.test"))
+        .then_expect_events(vec![TenantEvent::MemberInvited {
+            invitation_id: Uuid::from_u128(24),
+            email: email("third@acme.test"),
+            role: Role::Analyst,
+            token_hash: "token-24".into(),
+            expires_at: start() + Duration::days(7),
+        }]);
+}
+
+#[test]
+fn accepting_is_refused_when_a_downgrade_took_the_invitations_seat() {
+    let mut given = team();
+    given.push(invited(INVITE, "new@acme.test", Role::Analyst));
+    let accept_within = |limit| {
+        cmd(TenantCommand::AcceptInvitation {
+            invitation_id: INVITE,
+            token_hash: format!("token-{INVITE}"),
+            member_id: Uuid::from_u128(40),
+            api_key: key(Uuid::from_u128(41)),
+            member_limit: Limit::AtMost(limit),
+        })
+    };
+    // Its own seat is held by the invitation: four seats are enough.
+    fixture()
+        .given(given.clone())
+        .when(accept_within(4))
+        .then_expect_events(vec![
+            TenantEvent::InvitationAccepted {
+                invitation_id: INVITE,
+                member_id: Uuid::from_u128(40),
+                email: email("new@acme.test"),
+                role: Role::Analyst,
+            },
+            TenantEvent::ApiKeyCreated {
+                key_id: Uuid::from_u128(41),
+                member_id: Uuid::from_u128(40),
+                name: Name::parse("default").unwrap(),
+                prefix: "cwk_00000000".into(),
+                secret_hash: "hash".into(),
+            },
+        ]);
+    fixture()
+        .given(given)
+        .when(accept_within(3))
+        .then_expect_error(TenantError::LimitReached {
+            metric: "members",
+            used: 3,
+            limit: 3,
+        });
 }
