@@ -1,5 +1,6 @@
 //! Errors of the application layer.
 
+use coverwatch_domain::subscription::SubscriptionError;
 use coverwatch_domain::tenant::TenantError;
 
 #[derive(Debug, thiserror::Error)]
@@ -7,6 +8,8 @@ pub enum CommandError {
     /// The aggregate refused the command.
     #[error(transparent)]
     Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
     /// Another command changed the aggregate first, or a unique rule enforced
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]
@@ -15,11 +18,14 @@ pub enum CommandError {
     Unexpected(#[from] anyhow::Error),
 }
 
-impl From<cqrs_es::AggregateError<TenantError>> for CommandError {
-    fn from(error: cqrs_es::AggregateError<TenantError>) -> Self {
+impl<E> From<cqrs_es::AggregateError<E>> for CommandError
+where
+    E: std::error::Error + Into<CommandError>,
+{
+    fn from(error: cqrs_es::AggregateError<E>) -> Self {
         use cqrs_es::AggregateError as E;
         match error {
-            E::UserError(e) => Self::Tenant(e),
+            E::UserError(e) => e.into(),
             E::AggregateConflict => Self::Conflict,
             E::DatabaseConnectionError(e) => Self::Unexpected(anyhow::anyhow!(e).context("database connection")),
             E::DeserializationError(e) => Self::Unexpected(anyhow::anyhow!(e).context("event deserialization")),

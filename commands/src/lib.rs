@@ -1,12 +1,15 @@
 //! The application layer: runs commands through cqrs-es over postgres-es, with
 //! the metadata every event carries, and reports where the commit landed in
 //! the global order so callers can wait for read models (read-your-writes).
+//! The Stripe client and webhook verification live here too.
 
+pub mod billing;
 pub mod error;
+pub mod executor;
 pub mod metadata;
 pub mod secrets;
-pub mod tenants;
+pub mod stripe;
 
 pub use error::CommandError;
+pub use executor::{Commands, Committed, SubscriptionCommands, TenantCommands};
 pub use metadata::CommandMetadata;
-pub use tenants::{Committed, TenantCommands};

@@ -3,6 +3,7 @@
 //! the effects) and the read models built by its subscribers.
 
 pub mod audit;
+pub mod billing;
 pub mod digest;
 pub mod directory;
 pub mod event;
@@ -17,13 +18,22 @@ use std::sync::Arc;
 
 /// The read models: subscribers that can be rebuilt from the log.
 pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
-    vec![Arc::new(directory::Directory), Arc::new(audit::AuditTrail)]
+    vec![
+        Arc::new(directory::Directory),
+        Arc::new(audit::AuditTrail),
+        Arc::new(billing::Billing::default()),
+    ]
 }
 
-/// Every subscriber a running Coverwatch has: the read models and the
-/// signed digests.
-pub fn all_subscribers(digests: digest::Digests) -> Vec<Arc<dyn Subscriber>> {
+/// Every subscriber a running Coverwatch has: the read models (the billing
+/// one with its seat watcher) and the signed digests.
+pub fn all_subscribers(
+    digests: digest::Digests,
+    seat_watcher: Option<Arc<dyn billing::SeatWatcher>>,
+) -> Vec<Arc<dyn Subscriber>> {
     let mut subscribers = read_models();
+    subscribers.retain(|subscriber| subscriber.name() != "billing");
+    subscribers.push(Arc::new(billing::Billing { watcher: seat_watcher }));
     subscribers.push(Arc::new(digests));
     subscribers
 }

@@ -1,19 +1,24 @@
-//! Executes Tenant commands: loads the aggregate from the log, lets it decide,
+//! Executes commands on an aggregate: loads it from the log, lets it decide,
 //! appends the events with their metadata, and reports the commit's position.
 
 use crate::error::CommandError;
 use crate::metadata::CommandMetadata;
 use anyhow::Context;
-use coverwatch_domain::tenant::{Tenant, TenantCommand, TenantServices, Versioned};
+use coverwatch_domain::subscription::Subscription;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{CqrsFramework, EventStore};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-type Store = PersistedEventStore<PostgresEventRepository, Tenant>;
+type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+/// Tenant commands (the Tenant aggregate's id is the tenant id).
+pub type TenantCommands = Commands<coverwatch_domain::tenant::Tenant>;
+/// Subscription commands (one subscription per tenant, under the tenant's id).
+pub type SubscriptionCommands = Commands<Subscription>;
 
 /// Loading a tenant reads its latest snapshot and the events after it, so a
 /// command costs the same on the thousandth event as on the first. Snapshots
@@ -22,7 +27,7 @@ type Store = PersistedEventStore<PostgresEventRepository, Tenant>;
 /// `#[serde(default)]`).
 const SNAPSHOT_EVERY: usize = 20;
 
-fn snapshot_store(pool: &PgPool) -> Store {
+fn snapshot_store<A: Aggregate>(pool: &PgPool) -> Store<A> {
     PersistedEventStore::new_snapshot_store(PostgresEventRepository::new(pool.clone()), SNAPSHOT_EVERY)
 }
 
@@ -35,17 +40,21 @@ pub struct Committed {
     pub version: u64,
 }
 
-pub struct TenantCommands {
-    cqrs: CqrsFramework<Tenant, Store>,
-    store: Store,
+pub struct Commands<A: Aggregate> {
+    cqrs: CqrsFramework<A, Store<A>>,
+    store: Store<A>,
     pool: PgPool,
     committed: Arc<watch::Sender<u64>>,
 }
 
-impl TenantCommands {
+impl<A> Commands<A>
+where
+    A: Aggregate,
+    CommandError: From<AggregateError<A::Error>>,
+{
     /// `committed` is bumped after every append, so in-process subscribers
     /// poll at once instead of waiting for their next tick.
-    pub fn new(pool: PgPool, services: TenantServices, committed: Arc<watch::Sender<u64>>) -> Self {
+    pub fn new(pool: PgPool, services: A::Services, committed: Arc<watch::Sender<u64>>) -> Self {
         let cqrs = CqrsFramework::new(snapshot_store(&pool), vec![], services);
         Self {
             cqrs,
@@ -58,7 +67,7 @@ impl TenantCommands {
     pub async fn execute(
         &self,
         tenant_id: Uuid,
-        command: Versioned<TenantCommand>,
+        command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Committed, CommandError> {
         let command_id = Uuid::now_v7();
@@ -74,7 +83,7 @@ impl TenantCommands {
             row = sqlx::query_as(
                 "SELECT position, sequence FROM (
                     SELECT position, sequence, metadata FROM events
-                     WHERE aggregate_type = 'tenant' AND aggregate_id = $1
+                     WHERE aggregate_type = $4 AND aggregate_id = $1
                      ORDER BY sequence DESC LIMIT $3) newest
                   WHERE metadata ->> 'command_id' = $2
                   ORDER BY sequence DESC LIMIT 1",
@@ -82,6 +91,7 @@ impl TenantCommands {
             .bind(&aggregate_id)
             .bind(command_id.to_string())
             .bind(depth)
+            .bind(A::TYPE)
             .fetch_optional(&self.pool)
             .await
             .context("reading the commit's position")?;
@@ -97,14 +107,51 @@ impl TenantCommands {
             // The command decided nothing (e.g. a role set to the role it had).
             None => Ok(Committed {
                 position: 0,
-                version: self.load(tenant_id).await?.version,
+                version: self.version_of(tenant_id).await?,
             }),
         }
     }
 
+    /// Like `execute`, but a concurrent change of the aggregate makes it
+    /// decide again on the new state (up to `attempts` times) instead of
+    /// failing: for commands without `If-Match` whose rule must see every
+    /// concurrent winner (a limit), so losers get the rule's answer.
+    pub async fn execute_retrying(
+        &self,
+        tenant_id: Uuid,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        attempts: usize,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        let mut left = attempts.max(1);
+        loop {
+            left -= 1;
+            match self.execute(tenant_id, command.clone(), metadata).await {
+                Err(CommandError::Conflict) if left > 0 => {
+                    // Spread the retries of many losers over a few ms.
+                    let jitter = rand::random::<u64>() % 5;
+                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn version_of(&self, tenant_id: Uuid) -> Result<u64, CommandError> {
+        let context = self
+            .store
+            .load_aggregate(&tenant_id.to_string())
+            .await
+            .map_err(CommandError::from)?;
+        Ok(context.current_sequence as u64)
+    }
+
     /// The aggregate as the log has it now: for decisions that span
     /// aggregates (a parent's hierarchy), never to answer queries.
-    pub async fn load(&self, tenant_id: Uuid) -> Result<Tenant, CommandError> {
+    pub async fn load(&self, tenant_id: Uuid) -> Result<A, CommandError> {
         let context = self
             .store
             .load_aggregate(&tenant_id.to_string())
