@@ -140,7 +140,16 @@ impl Principal {
     /// The member acting in `tenant_id`. Another tenant's member gets 404, as
     /// if the tenant did not exist. The platform admin acts in a tenant only by
     /// impersonating one of its members (`X-Coverwatch-Impersonate`).
+    /// Every request that reaches a tenant this way is rate-limited by the
+    /// tenant's plan and metered.
     pub async fn in_tenant(&self, tenant_id: Uuid, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
+        let member = self.resolve_in_tenant(tenant_id, state, headers).await?;
+        let request_id = header_text(headers, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string());
+        crate::usage::meter(state, tenant_id, &request_id).await?;
+        Ok(member)
+    }
+
+    async fn resolve_in_tenant(&self, tenant_id: Uuid, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
         match self {
             Self::Member(member) if member.tenant_id == tenant_id => Ok(member.clone()),
             Self::Member(_) => Err(ApiError::NotFound("tenant".into())),

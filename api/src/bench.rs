@@ -269,7 +269,7 @@ pub async fn replay(settings: Settings, events: i64) -> anyhow::Result<()> {
     // The digests (signed checkpoints) as a live system would have them.
     let runtime = coverwatch_projections::SubscriptionRuntime::new(
         pool.clone(),
-        coverwatch_projections::all_subscribers(settings.digests(signer.clone())),
+        coverwatch_projections::all_subscribers(settings.digests(signer.clone()), None),
         settings.subscriber_batch_size,
     )
     .await?;

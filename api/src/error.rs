@@ -29,6 +29,30 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Plan problems: the limited metric, its use and limit (402)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// ...or the feature the tier lacks and the cheapest tier that has it (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_url: Option<String>,
+}
+
+/// Where 402/403 problems send people to upgrade (set from settings at start).
+pub static UPGRADE_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn upgrade_url() -> String {
+    UPGRADE_URL
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:8080/billing/upgrade".into())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +83,16 @@ pub enum ApiError {
     Unavailable(String),
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
+    /// A plan limit: 402 with the metric, its use and the limit.
+    #[error("the plan allows {limit} {metric}; {used} are in use")]
+    PlanLimit { metric: String, used: u64, limit: u64 },
+    /// A feature the tier lacks: 403 with the tier that has it.
+    #[error("{feature} needs the {required_tier} tier or above")]
+    PlanFeature { feature: String, required_tier: String },
+    #[error("the tenant's API rate limit of {per_minute} requests per minute is exhausted")]
+    RateLimited { per_minute: u32, retry_after_secs: u64 },
+    #[error("{0}")]
+    Upstream(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -84,6 +118,10 @@ impl ApiError {
             Self::Unprocessable(_) => (S::UNPROCESSABLE_ENTITY, "rule-violated", "Business rule violated"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::PlanLimit { .. } => (S::PAYMENT_REQUIRED, "plan-limit", "Plan limit reached"),
+            Self::PlanFeature { .. } => (S::FORBIDDEN, "plan-feature", "Not included in the plan"),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            Self::Upstream(_) => (S::BAD_GATEWAY, "upstream", "Upstream service failed"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
@@ -126,11 +164,39 @@ impl From<CommandError> for ApiError {
                 TenantError::Rule(message) => Self::Unprocessable(message),
                 TenantError::NotFoundItem(what) => Self::NotFound(what.into()),
                 TenantError::InvitationGone(_) => Self::Gone(error.to_string()),
+                TenantError::LimitReached { metric, used, limit } => Self::PlanLimit {
+                    metric: metric.into(),
+                    used,
+                    limit,
+                },
             },
+            CommandError::Subscription(error) => {
+                use coverwatch_domain::subscription::SubscriptionError as E;
+                match error {
+                    E::NotFound => Self::NotFound("subscription".into()),
+                    E::AlreadyExists | E::Conflict(_) => Self::Conflict(error.to_string()),
+                    E::Rule(message) => Self::Unprocessable(message),
+                    E::OverTargetLimit { .. } => Self::Unprocessable(format!("the plan change is refused: {error}")),
+                    E::BillingNotConfigured => Self::Unavailable(error.to_string()),
+                    E::Gateway(message) => Self::Upstream(format!("Stripe refused the change: {message}")),
+                }
+            }
             CommandError::Conflict => {
                 Self::Conflict("the resource was changed by a concurrent request; read it again and retry".into())
             }
             CommandError::Unexpected(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<coverwatch_commands::billing::BillingError> for ApiError {
+    fn from(error: coverwatch_commands::billing::BillingError) -> Self {
+        use coverwatch_commands::billing::BillingError as E;
+        match error {
+            E::NotConfigured => Self::Unavailable("billing is not configured on this server".into()),
+            E::Command(error) => error.into(),
+            E::Webhook(error) => Self::BadRequest(error.to_string()),
+            E::Upstream(message) => Self::Upstream(message),
         }
     }
 }
@@ -145,18 +211,44 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let errors = match self {
-            Self::Validation(errors) => errors,
-            _ => vec![],
+        let retry_after = match &self {
+            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
         };
-        let problem = Problem {
+        let mut problem = Problem {
             kind: ApiError::type_uri(kind),
             title: title.into(),
             status: status.as_u16(),
             detail,
-            errors,
+            errors: vec![],
+            metric: None,
+            used: None,
+            limit: None,
+            feature: None,
+            required_tier: None,
+            upgrade_url: None,
         };
+        match self {
+            Self::Validation(errors) => problem.errors = errors,
+            Self::PlanLimit { metric, used, limit } => {
+                problem.metric = Some(metric);
+                problem.used = Some(used);
+                problem.limit = Some(limit);
+                problem.upgrade_url = Some(upgrade_url());
+            }
+            Self::PlanFeature { feature, required_tier } => {
+                problem.feature = Some(feature);
+                problem.required_tier = Some(required_tier);
+                problem.upgrade_url = Some(upgrade_url());
+            }
+            _ => {}
+        }
         let mut response = (status, axum::Json(problem)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

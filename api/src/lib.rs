@@ -14,6 +14,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod usage;
 
 pub use settings::Settings;
 pub use startup::Application;

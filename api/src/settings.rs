@@ -64,6 +64,29 @@ pub struct Settings {
     pub kafka_max_message_bytes: usize,
     #[serde(default = "default_delivery_timeout")]
     pub kafka_delivery_timeout_ms: u64,
+    /// Stripe's secret API key (`STRIPE_SECRET_KEY`); without it paid
+    /// checkout answers 503 and everything else works.
+    #[serde(default)]
+    pub stripe_secret_key: Option<SecretString>,
+    /// The webhook endpoint's signing secret (`STRIPE_WEBHOOK_SECRET`).
+    #[serde(default)]
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// Where the Stripe API is (`STRIPE_API_BASE`; tests use a local server).
+    #[serde(default)]
+    pub stripe_api_base: Option<String>,
+    /// A plan catalog file replacing the shipped `domain/data/plans.toml`.
+    #[serde(default)]
+    pub plan_catalog_path: Option<PathBuf>,
+    /// The web app's address: checkout returns there, 402/403 link to its
+    /// billing page.
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+    /// How often due subscription transitions (period ends) are recorded.
+    #[serde(default = "default_settle_interval")]
+    pub settle_interval_ms: u64,
+    /// Per-tenant API rate limits of the plan (requests per minute).
+    #[serde(default = "yes")]
+    pub rate_limits: bool,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -114,6 +137,12 @@ fn default_max_message() -> usize {
 fn default_delivery_timeout() -> u64 {
     10_000
 }
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+fn default_settle_interval() -> u64 {
+    60_000
+}
 fn default_log_format() -> String {
     "pretty".into()
 }
@@ -131,6 +160,16 @@ impl Settings {
             .add_source(config::Environment::with_prefix("COVERWATCH").try_parsing(true));
         if let Ok(url) = std::env::var("DATABASE_URL") {
             builder = builder.set_override("database_url", url)?;
+        }
+        // Stripe's own variable names, as its documentation uses them.
+        for (variable, key) in [
+            ("STRIPE_SECRET_KEY", "stripe_secret_key"),
+            ("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret"),
+            ("STRIPE_API_BASE", "stripe_api_base"),
+        ] {
+            if let Ok(value) = std::env::var(variable) {
+                builder = builder.set_override(key, value)?;
+            }
         }
         builder
             .build()
@@ -188,6 +227,34 @@ impl Settings {
             max_message_bytes: self.kafka_max_message_bytes,
             delivery_timeout: std::time::Duration::from_millis(self.kafka_delivery_timeout_ms),
         }))
+    }
+
+    /// The plan catalog: the configured file, else the shipped one.
+    pub fn plan_catalog(&self) -> anyhow::Result<coverwatch_domain::plans::PlanCatalog> {
+        use coverwatch_domain::plans::PlanCatalog;
+        match &self.plan_catalog_path {
+            None => Ok(PlanCatalog::shipped()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the plan catalog {}", path.display()))?;
+                PlanCatalog::parse(&text).with_context(|| format!("in {}", path.display()))
+            }
+        }
+    }
+
+    /// The Stripe client, when a secret key is configured.
+    pub fn stripe(&self) -> anyhow::Result<Option<coverwatch_commands::stripe::StripeClient>> {
+        use secrecy::ExposeSecret;
+        let Some(key) = self
+            .stripe_secret_key
+            .as_ref()
+            .filter(|k| !k.expose_secret().is_empty())
+        else {
+            return Ok(None);
+        };
+        let client =
+            coverwatch_commands::stripe::StripeClient::new(key.expose_secret(), self.stripe_api_base.as_deref())?;
+        Ok(Some(client))
     }
 
     /// Defaults only (tests and the benchmark fill in what they need).

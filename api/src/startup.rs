@@ -5,7 +5,9 @@
 use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
-use crate::routes::{admin, api_keys, audit, auditors, health, invitations, members, metrics, tenants};
+use crate::routes::{
+    admin, admin_billing, api_keys, audit, auditors, billing, health, invitations, members, metrics, tenants,
+};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{idempotency, openapi};
@@ -13,8 +15,10 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use coverwatch_commands::TenantCommands;
+use coverwatch_commands::billing::Billing;
+use coverwatch_commands::{SubscriptionCommands, TenantCommands};
 use coverwatch_domain::clock::{Clock, SystemClock};
+use coverwatch_domain::subscription::SubscriptionServices;
 use coverwatch_domain::tenant::TenantServices;
 use coverwatch_projections::kafka::KafkaPublisher;
 use coverwatch_projections::{Progress, SubscriptionRuntime, all_subscribers, read_models};
@@ -23,6 +27,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -39,6 +44,8 @@ pub struct Application {
     listener: Option<TcpListener>,
     router: Router,
     runtime: Option<SubscriptionRuntime>,
+    billing: Arc<Billing>,
+    settle_interval_ms: u64,
     wake: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
 }
@@ -79,9 +86,39 @@ impl Application {
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let signer = settings.audit_signer()?;
+        let catalog = Arc::new(settings.plan_catalog()?);
+        let stripe = settings.stripe()?;
+        let tenants = Arc::new(TenantCommands::new(
+            pool.clone(),
+            TenantServices { clock: clock.clone() },
+            wake_tx.clone(),
+        ));
+        let subscription_services = SubscriptionServices {
+            clock: clock.clone(),
+            catalog: catalog.clone(),
+            gateway: stripe
+                .clone()
+                .map(|client| Arc::new(client) as Arc<dyn coverwatch_domain::subscription::BillingGateway>),
+        };
+        let billing = Arc::new(Billing {
+            subscriptions: Arc::new(SubscriptionCommands::new(
+                pool.clone(),
+                subscription_services,
+                wake_tx.clone(),
+            )),
+            catalog: catalog.clone(),
+            stripe,
+            webhook_secret: settings.stripe_webhook_secret.clone(),
+            clock: clock.clone(),
+            pool: pool.clone(),
+        });
         let mut publisher_metrics = None;
         let runtime = if settings.subscribers {
-            let mut subscribers = all_subscribers(settings.digests(signer.clone()));
+            let watcher = Arc::new(crate::usage::ThresholdWatcher {
+                billing: billing.clone(),
+                tenants: tenants.clone(),
+            });
+            let mut subscribers = all_subscribers(settings.digests(signer.clone()), Some(watcher));
             if let Some(kafka) = settings.kafka()? {
                 let publisher = Arc::new(KafkaPublisher::new(kafka)?);
                 publisher_metrics = Some(publisher.metrics.clone());
@@ -95,10 +132,13 @@ impl Application {
             Some(runtime) => runtime.progress(),
             None => Progress::Database(pool.clone(), read_models().iter().map(|s| s.name()).collect()),
         };
-        let tenants = TenantCommands::new(pool.clone(), TenantServices { clock: clock.clone() }, wake_tx);
+        let _ = crate::error::UPGRADE_URL.set(format!("{}/billing/upgrade", settings.public_url.trim_end_matches('/')));
         let state = AppState {
             pool,
-            tenants: Arc::new(tenants),
+            tenants,
+            billing: billing.clone(),
+            catalog,
+            rate_limiter: Arc::default(),
             progress,
             settings: Arc::new(settings.clone()),
             clock,
@@ -125,6 +165,8 @@ impl Application {
             listener,
             router: router(state),
             runtime,
+            billing,
+            settle_interval_ms: settings.settle_interval_ms,
             wake,
             shutdown: watch::channel(false).0,
         })
@@ -155,6 +197,13 @@ impl Application {
             let (wake, stop) = (self.wake.clone(), self.shutdown.subscribe());
             tokio::spawn(runtime.run(wake, stop))
         });
+        if subscribers.is_some() {
+            tokio::spawn(settle_due_subscriptions(
+                self.billing.clone(),
+                Duration::from_millis(self.settle_interval_ms),
+                self.shutdown.subscribe(),
+            ));
+        }
         if let Some(listener) = self.listener {
             let mut stop = self.shutdown.subscribe();
             axum::serve(
@@ -171,6 +220,20 @@ impl Application {
             subscribers.await.context("subscriber runtime")?;
         }
         Ok(())
+    }
+}
+
+/// Records period ends and grace ends as they fall due (entitlements already
+/// follow the clock; this puts the transition in the log).
+async fn settle_due_subscriptions(billing: Arc<Billing>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(error) = billing.settle_due(billing.clock.now()).await {
+            tracing::warn!(error = ?error, "settling due subscriptions failed");
+        }
     }
 }
 
@@ -229,6 +292,22 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(auditors::state_as_of))
         .routes(routes!(auditors::verify))
         .routes(routes!(auditors::public_key))
+        .routes(routes!(billing::list_plans))
+        .routes(routes!(billing::get_subscription))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
+        .routes(routes!(billing::change_plan))
+        .routes(routes!(billing::cancel))
+        .routes(routes!(billing::reactivate))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::usage))
+        .routes(routes!(billing::stripe_webhook))
+        .routes(routes!(admin_billing::list_subscriptions))
+        .routes(routes!(admin_billing::mrr))
+        .routes(routes!(admin_billing::put_overrides))
+        .routes(routes!(admin_billing::grant_grace))
+        .routes(routes!(admin_billing::legacy_migration))
+        .routes(routes!(admin_billing::unmatched_events))
         .routes(routes!(admin::list_tenants))
         .routes(routes!(admin::suspend_tenant))
         .routes(routes!(admin::reactivate_tenant))

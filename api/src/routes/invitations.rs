@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Duration, Utc};
+use coverwatch_commands::billing::RETRIES;
 use coverwatch_commands::secrets::{new_invitation_token, parse_invitation_token, sha256_hex};
 use coverwatch_domain::tenant::{TenantCommand, TenantError};
 use coverwatch_domain::values::{Email, Role};
@@ -106,10 +107,13 @@ pub async fn create_invitation(
         role,
         token_hash: token.hash,
         expires_at,
+        member_limit: state.billing.entitlements(tenant_id).await?.max_members,
     };
+    // Decided again on the newest state when a concurrent command wins, so
+    // 20 invitations racing for one free seat give one 201 and 19 × 402.
     let committed = state
         .tenants
-        .execute(tenant_id, command.into(), &member.metadata(&info))
+        .execute_retrying(tenant_id, command.into(), &member.metadata(&info), RETRIES)
         .await?;
     state.settle(committed).await;
     Ok((
@@ -194,9 +198,14 @@ pub async fn accept_invitation(
         token_hash: sha256_hex(body.token.trim()),
         member_id,
         api_key,
+        member_limit: state.billing.entitlements(tenant_id).await?.max_members,
     };
     let metadata = anonymous_metadata(tenant_id, &format!("member:{member_id}"), &info);
-    let committed = match state.tenants.execute(tenant_id, command.into(), &metadata).await {
+    let committed = match state
+        .tenants
+        .execute_retrying(tenant_id, command.into(), &metadata, RETRIES)
+        .await
+    {
         Err(coverwatch_commands::CommandError::Tenant(TenantError::NotFound)) => {
             return Err(ApiError::NotFound("invitation".into()));
         }

@@ -2,9 +2,11 @@
 //! validation that reports every bad field at once, cursors).
 
 pub mod admin;
+pub mod admin_billing;
 pub mod api_keys;
 pub mod audit;
 pub mod auditors;
+pub mod billing;
 pub mod health;
 pub mod invitations;
 pub mod members;

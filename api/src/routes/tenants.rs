@@ -196,6 +196,8 @@ pub async fn create_tenant(
         other => other?,
     };
     state.settle(committed).await;
+    // Every tenant starts on FREE, active.
+    state.ensure_subscription(tenant_id).await?;
     let created = CreatedTenant {
         id: tenant_id,
         slug: slug.into(),

@@ -1,0 +1,294 @@
+//! Platform admin billing: subscriptions by tier and status, monthly recurring
+//! revenue, per-tenant overrides, grace periods, legacy migration, and Stripe
+//! events for customers no tenant owns.
+
+use super::billing::{SubscriptionView, view};
+use super::{Page, limit, page};
+use crate::auth::{Principal, RequestInfo, anonymous_metadata};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, double_option};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use coverwatch_commands::billing::RETRIES;
+use coverwatch_domain::plans::{BillingCycle, Limit, Price, Tier};
+use coverwatch_domain::subscription::{OverridesPatch, Subscription, SubscriptionCommand, SubscriptionStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionQuery {
+    /// FREE, INDIVIDUAL, PRO, ENTERPRISE or SUBSCRIBER (the recorded tier).
+    pub tier: Option<String>,
+    /// trialing, active, past_due, cancelled or paused.
+    pub status: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantSubscription {
+    pub tenant_id: Uuid,
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+}
+
+/// Every tenant's subscription, filtered by tier and status.
+#[utoipa::path(get, path = "/v1/admin/subscriptions", tag = "admin", params(SubscriptionQuery),
+    security(("admin_token" = [])), responses((status = 200, body = Page<TenantSubscription>)))]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<SubscriptionQuery>,
+) -> ApiResult<Json<Page<TenantSubscription>>> {
+    principal.require_admin()?;
+    let tier = match query.tier.as_deref() {
+        None => None,
+        Some(text) => Some(Tier::parse(text).ok_or_else(|| ApiError::validation("tier", "is not a tier"))?),
+    };
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => {
+            Some(SubscriptionStatus::parse(text).ok_or_else(|| ApiError::validation("status", "is not a status"))?)
+        }
+    };
+    let limit = limit(query.limit)?;
+    let cursor = super::uuid_cursor(query.cursor.as_deref())?;
+    let rows: Vec<(Uuid, sqlx::types::Json<Subscription>)> = sqlx::query_as(
+        "SELECT tenant_id, state FROM subscriptions
+          WHERE ($1::text IS NULL OR tier = $1) AND ($2::text IS NULL OR status = $2)
+            AND ($3::uuid IS NULL OR tenant_id > $3)
+          ORDER BY tenant_id LIMIT $4",
+    )
+    .bind(tier.map(Tier::as_str))
+    .bind(status.map(SubscriptionStatus::as_str))
+    .bind(cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let (rows, next_cursor) = page(rows, limit, |(id, _)| id.to_string());
+    let items = rows
+        .into_iter()
+        .map(|(tenant_id, subscription)| TenantSubscription {
+            tenant_id,
+            subscription: view(&subscription.0, &state),
+        })
+        .collect();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierRevenue {
+    pub subscriptions: u64,
+    pub mrr_cents: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MrrView {
+    pub currency: String,
+    pub mrr_cents: u64,
+    pub by_tier: BTreeMap<String, TierRevenue>,
+    pub as_of: DateTime<Utc>,
+}
+
+/// Monthly recurring revenue by tier, from the subscriptions read model:
+/// paying subscriptions (active or past_due) at what Stripe charges them
+/// (the catalog price when Stripe did not say), annual prices divided by 12.
+#[utoipa::path(get, path = "/v1/admin/mrr", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = MrrView)))]
+pub async fn mrr(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<MrrView>> {
+    principal.require_admin()?;
+    let rows: Vec<(sqlx::types::Json<Subscription>,)> = sqlx::query_as(
+        "SELECT state FROM subscriptions WHERE status IN ('active', 'past_due') AND stripe_subscription_id IS NOT NULL",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let now = state.clock.now();
+    let mut by_tier: BTreeMap<String, TierRevenue> = BTreeMap::new();
+    for (subscription,) in rows {
+        let subscription = subscription.0;
+        // A cancellation whose period already ended no longer pays.
+        if subscription.effective_tier(now, &state.catalog) == Tier::Free {
+            continue;
+        }
+        let cycle = subscription.cycle.unwrap_or(BillingCycle::Monthly);
+        let plan = state.catalog.plan(subscription.tier);
+        let list_price = match cycle {
+            BillingCycle::Monthly => plan.monthly_price_cents,
+            BillingCycle::Annual => plan.annual_price_cents,
+        };
+        let per_cycle = subscription.amount_cents.or(match list_price {
+            Price::Cents(cents) => Some(cents),
+            Price::Custom => None,
+        });
+        let monthly = match cycle {
+            BillingCycle::Monthly => per_cycle.unwrap_or(0),
+            BillingCycle::Annual => per_cycle.unwrap_or(0) / 12,
+        };
+        let entry = by_tier.entry(subscription.tier.to_string()).or_insert(TierRevenue {
+            subscriptions: 0,
+            mrr_cents: 0,
+        });
+        entry.subscriptions += 1;
+        entry.mrr_cents += monthly;
+    }
+    Ok(Json(MrrView {
+        currency: state.catalog.currency.clone(),
+        mrr_cents: by_tier.values().map(|t| t.mrr_cents).sum(),
+        by_tier,
+        as_of: now,
+    }))
+}
+
+/// Any subset of overrides; `null` removes one, an absent field keeps it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverridesBody {
+    /// A number or "unlimited".
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub max_accounts: Option<Option<Limit>>,
+    /// A number or "unlimited".
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub max_members: Option<Option<Limit>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub history_retention_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<bool>)]
+    pub org_features: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub api_rate_per_minute: Option<Option<u32>>,
+}
+
+async fn admin_subscription_command(
+    state: &AppState,
+    info: &RequestInfo,
+    tenant_id: Uuid,
+    command: SubscriptionCommand,
+) -> ApiResult<Json<SubscriptionView>> {
+    // The log, not a read model: it may lag behind a tenant just created.
+    let tenant = state.tenants.load(tenant_id).await?;
+    if tenant.id.is_none() || tenant.status == coverwatch_domain::tenant::TenantStatus::Deleted {
+        return Err(ApiError::NotFound("tenant".into()));
+    }
+    state.ensure_subscription(tenant_id).await?;
+    let metadata = anonymous_metadata(tenant_id, "platform-admin", info);
+    let committed = state
+        .billing
+        .subscriptions
+        .execute_retrying(tenant_id, command, &metadata, RETRIES)
+        .await?;
+    state.settle(committed).await;
+    Ok(Json(view(&state.billing.load(tenant_id).await?, state)))
+}
+
+/// Set or remove per-tenant overrides of the plan's limits and features.
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant_id}/overrides", tag = "admin",
+    params(("tenant_id" = Uuid, Path)), request_body = OverridesBody, security(("admin_token" = [])),
+    responses((status = 200, body = SubscriptionView)))]
+pub async fn put_overrides(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<OverridesBody>,
+) -> ApiResult<Json<SubscriptionView>> {
+    principal.require_admin()?;
+    let patch = OverridesPatch {
+        max_accounts: body.max_accounts,
+        max_members: body.max_members,
+        history_retention_days: body.history_retention_days,
+        org_features: body.org_features,
+        api_rate_per_minute: body.api_rate_per_minute,
+    };
+    admin_subscription_command(&state, &info, tenant_id, SubscriptionCommand::SetOverrides { patch }).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraceBody {
+    pub until: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Grant a grace period: the tenant keeps its tier while past due or after
+/// cancellation until `until`.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/subscription/grace-period", tag = "admin",
+    params(("tenant_id" = Uuid, Path)), request_body = GraceBody, security(("admin_token" = [])),
+    responses((status = 200, body = SubscriptionView)))]
+pub async fn grant_grace(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<GraceBody>,
+) -> ApiResult<Json<SubscriptionView>> {
+    principal.require_admin()?;
+    let command = SubscriptionCommand::GrantGracePeriod {
+        until: body.until,
+        reason: body.reason,
+    };
+    admin_subscription_command(&state, &info, tenant_id, command).await
+}
+
+/// Record that a tenant came from the retired SUBSCRIBER tier: it keeps
+/// those limits for the legacy grace period, then falls to the tier it
+/// chose or to FREE.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant_id}/subscription/legacy-migration", tag = "admin",
+    params(("tenant_id" = Uuid, Path)), security(("admin_token" = [])),
+    responses((status = 200, body = SubscriptionView)))]
+pub async fn legacy_migration(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> ApiResult<Json<SubscriptionView>> {
+    principal.require_admin()?;
+    admin_subscription_command(&state, &info, tenant_id, SubscriptionCommand::MigrateFromLegacy).await
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UnmatchedEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub customer_id: String,
+    pub event_created: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UnmatchedQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Verified Stripe events for customers no tenant owns: acknowledged to
+/// Stripe, kept here, never applied.
+#[utoipa::path(get, path = "/v1/admin/stripe/unmatched-events", tag = "admin", params(UnmatchedQuery),
+    security(("admin_token" = [])), responses((status = 200, body = Page<UnmatchedEvent>)))]
+pub async fn unmatched_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<UnmatchedQuery>,
+) -> ApiResult<Json<Page<UnmatchedEvent>>> {
+    principal.require_admin()?;
+    let limit = limit(query.limit)?;
+    let rows: Vec<UnmatchedEvent> = sqlx::query_as(
+        "SELECT event_id, event_type, customer_id, event_created, received_at FROM stripe_unmatched_events
+          WHERE ($1::text IS NULL OR event_id > $1) ORDER BY event_id LIMIT $2",
+    )
+    .bind(query.cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let (items, next_cursor) = page(rows, limit, |e| e.event_id.clone());
+    Ok(Json(Page { items, next_cursor }))
+}
