@@ -6,11 +6,12 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/coverwatch
 PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
 
-.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs kafka-tools broker broker-release
+.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs test-tools kafka-tools broker broker-release
 
 # Test tools kept outside the clone so only a fresh machine pays for them:
 # tansu (a Kafka-protocol broker, built from crates.io with SQLite and memory
-# storage) and the official Python Kafka client in a virtualenv.
+# storage). The Python tools (tests/tools/requirements.txt: the official Kafka
+# client, localstripe, the official Stripe library) go into a virtualenv.
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coverwatch
 TANSU := $(CACHE)/tansu-0.6.0/bin/tansu
 VENV := .coverwatch/venv
@@ -24,7 +25,7 @@ run:
 
 # The integration tests copy a migrated template database per test; old test
 # databases are dropped first so the cluster does not grow without bound.
-test: build clean-test-dbs kafka-tools
+test: build clean-test-dbs test-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -34,15 +35,18 @@ test: build clean-test-dbs kafka-tools
 clean-test-dbs:
 	@$(PSQL_ADMIN) -t -A -c "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'test\_%' OR datname = 'coverwatch_template'" | psql -X -q "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres" >/dev/null
 
-kafka-tools: $(TANSU) $(VENV)/bin/python
+test-tools: $(TANSU) $(VENV)/.requirements-installed
+
+kafka-tools: test-tools
 
 $(TANSU):
 	$(CARGO) install tansu --version 0.6.0 --locked --debug --no-default-features \
 		--features dynostore,libsql --root $(CACHE)/tansu-0.6.0
 
-$(VENV)/bin/python:
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet confluent-kafka==2.16.1
+$(VENV)/.requirements-installed: tests/tools/requirements.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r tests/tools/requirements.txt
+	touch $@
 
 # A broker for `make run` with Kafka: make broker, then
 # COVERWATCH_KAFKA_BROKERS=127.0.0.1:19092 make run

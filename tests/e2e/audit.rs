@@ -41,6 +41,8 @@ async fn the_audit_log_shows_who_did_what_newest_first_with_filters_and_cursors(
             "ApiKeyCreated",
             "InvitationAccepted",
             "MemberInvited",
+            "OverridesSet",
+            "SubscriptionCreated",
             "ApiKeyCreated",
             "TenantCreated"
         ],
@@ -108,7 +110,8 @@ async fn the_audit_log_shows_who_did_what_newest_first_with_filters_and_cursors(
         StatusCode::OK,
     )
     .await;
-    assert_eq!(before["items"].as_array().unwrap().len(), 4);
+    // TenantCreated, its key, SubscriptionCreated and the test override.
+    assert_eq!(before["items"].as_array().unwrap().len(), 4 + 2);
 
     // Cursor pagination walks everything exactly once.
     let mut seen: Vec<Value> = vec![];

@@ -66,9 +66,8 @@ async fn snapshot(pool: &PgPool) -> Value {
     let mut tables = serde_json::Map::new();
     for subscriber in read_models() {
         for table in subscriber.tables() {
-            let key = if *table == "audit_log" { "position" } else { "id" };
             let rows: Value = sqlx::query_scalar(&format!(
-                "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY {key}), '[]'::jsonb) FROM {table} t"
+                "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb) FROM {table} t"
             ))
             .fetch_one(pool)
             .await

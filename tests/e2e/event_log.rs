@@ -42,11 +42,12 @@ async fn the_database_refuses_update_delete_and_truncate_on_events() {
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error}");
     }
     // It may still read and append (through the trigger).
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
-        .bind(&tenant.id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'tenant' AND aggregate_id = $1")
+            .bind(&tenant.id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(count, 2, "TenantCreated and the owner's ApiKeyCreated are untouched");
 }
 
@@ -218,12 +219,14 @@ async fn every_event_is_hash_chained_and_verifies_independently() {
         .await;
     expect_status(response, StatusCode::OK).await;
 
-    let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT sequence, prev_hash, hash FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-            .bind(&tenant.id)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT sequence, prev_hash, hash FROM events
+              WHERE aggregate_type = 'tenant' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&tenant.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 6);
     assert_eq!(rows[0].1, "0".repeat(64));
     for pair in rows.windows(2) {
@@ -235,7 +238,7 @@ async fn every_event_is_hash_chained_and_verifies_independently() {
     }
     let report = verify_log(&app.pool, None, Some(test_public_key())).await.unwrap();
     assert!(report.ok(), "{report:?}");
-    assert_eq!(report.events, 6);
+    assert_eq!(report.events, 6 + 2, "and the tenant's Subscription events");
 
     // A payload altered behind the trigger's back is caught and named.
     let mut conn = PgConnection::connect(&app.database_url).await.unwrap();

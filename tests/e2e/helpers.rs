@@ -201,7 +201,26 @@ impl TestApp {
         self.request(Method::DELETE, path, Some(key)).send().await.unwrap()
     }
 
+    /// A tenant whose plan limits stay out of the way (an admin override of
+    /// the member limit and the API rate): for tests about everything else.
     pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        let tenant = self.create_free_tenant(slug).await;
+        let response = self
+            .request(
+                Method::PUT,
+                &format!("/v1/admin/tenants/{}/overrides", tenant.id),
+                Some(ADMIN_TOKEN),
+            )
+            .json(&json!({"max_members": "unlimited", "api_rate_per_minute": 1_000_000}))
+            .send()
+            .await
+            .unwrap();
+        expect_status(response, StatusCode::OK).await;
+        tenant
+    }
+
+    /// A tenant on the FREE plan as sign-up leaves it.
+    pub async fn create_free_tenant(&self, slug: &str) -> TestTenant {
         let response = self
             .request(Method::POST, "/v1/tenants", None)
             .json(&json!({"name": format!("Tenant {slug}"), "slug": slug, "owner_email": format!("owner@{slug}.test")}))
@@ -321,4 +340,30 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// A test tool `make test-tools` installs: `$env` if set, else `default`.
+pub fn tool(env: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    assert!(
+        path.exists(),
+        "{} is missing: `make test-tools` installs it (make test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn python() -> PathBuf {
+    tool(
+        "COVERWATCH_TEST_PYTHON",
+        workspace_root().join(".coverwatch/venv/bin/python"),
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,6 +1,6 @@
 //! `Idempotency-Key`: a retried POST returns the first result and appends nothing.
 
-use crate::helpers::{expect_problem, expect_status, spawn_app};
+use crate::helpers::{ADMIN_TOKEN, expect_problem, expect_status, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -41,6 +41,18 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_appends_nothing(
     // Concurrent retries of a member command: one invitation, one event.
     let tenant_id = first["id"].as_str().unwrap();
     let key = first["api_key"].as_str().unwrap();
+    // FREE has no seat beyond the owner: the admin makes room.
+    let room = app
+        .request(
+            Method::PUT,
+            &format!("/v1/admin/tenants/{tenant_id}/overrides"),
+            Some(ADMIN_TOKEN),
+        )
+        .json(&json!({"max_members": 5}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(room, StatusCode::OK).await;
     let invite = || {
         app.request(Method::POST, &format!("/v1/tenants/{tenant_id}/invitations"), Some(key))
             .header("idempotency-key", "invite-ann")
@@ -70,5 +82,6 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_appends_nothing(
         .await
         .unwrap();
     expect_problem(other, StatusCode::UNPROCESSABLE_ENTITY, "rule-violated").await;
-    assert_eq!(app.event_count().await, events + 1);
+    // One MemberInvited, and the admin's override.
+    assert_eq!(app.event_count().await, events + 2);
 }

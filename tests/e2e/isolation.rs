@@ -13,6 +13,8 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("patch", "/v1/tenants/{tenant_id}/members/{member_id}") => Some(json!({"role": "admin"})),
         ("post", "/v1/tenants/{tenant_id}/transfer-ownership") => Some(json!({"member_id": uuid::Uuid::nil()})),
         ("post", "/v1/tenants/{tenant_id}/api-keys") => Some(json!({"name": "stolen"})),
+        ("post", "/v1/tenants/{tenant_id}/subscription/checkout")
+        | ("post", "/v1/tenants/{tenant_id}/subscription/change-plan") => Some(json!({"tier": "PRO"})),
         ("post", _) | ("patch", _) => Some(json!({})),
         _ => None,
     }

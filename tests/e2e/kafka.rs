@@ -2,7 +2,7 @@
 //! per test on a free port) and consumed with clients that are not project
 //! code: the official Python client (confluent-kafka) and rdkafka.
 
-use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app_with, workspace_root};
+use crate::helpers::{TestApp, TestTenant, expect_status, free_port, python, spawn_app_with, tool, workspace_root};
 use coverwatch_domain::clock::SystemClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -20,35 +20,9 @@ const TOPICS: [&str; 4] = [
     "coverwatch.detection",
 ];
 
-/// A test tool `make kafka-tools` installs: `$env` if set, else `default`.
-fn tool(env: &str, default: PathBuf) -> PathBuf {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
-    assert!(
-        path.exists(),
-        "{} is missing: `make kafka-tools` installs it (make test does)",
-        path.display()
-    );
-    path
-}
-
 fn tansu_binary() -> PathBuf {
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
     tool("COVERWATCH_TANSU", home.join(".cache/coverwatch/tansu-0.6.0/bin/tansu"))
-}
-
-fn python() -> PathBuf {
-    tool(
-        "COVERWATCH_TEST_PYTHON",
-        workspace_root().join(".coverwatch/venv/bin/python"),
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A tansu broker of this test's own: in memory, or on SQLite when it must
@@ -242,8 +216,14 @@ fn check_stream(messages: &[Value], events: &[(Uuid, String, i64, i64)]) -> Hash
         let count = deliveries.entry(id).or_default();
         *count += 1;
         if *count == 1 {
+            // A tenant's Tenant and Subscription share its id as key, on
+            // separate topics: order holds per topic and key.
             let key = (
-                message["key"].as_str().unwrap().to_owned(),
+                format!(
+                    "{}/{}",
+                    message["topic"].as_str().unwrap(),
+                    message["key"].as_str().unwrap()
+                ),
                 message["partition"].as_i64().unwrap() as i32,
             );
             per_key
@@ -313,7 +293,9 @@ async fn every_event_reaches_kafka_once_per_id_in_order_with_cloudevents_headers
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&["coverwatch.tenant"]).unwrap();
+    consumer
+        .subscribe(&["coverwatch.tenant", "coverwatch.subscription"])
+        .unwrap();
     let mut ids = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids.len() < events.len() && Instant::now() < deadline {

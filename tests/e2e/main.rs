@@ -2,6 +2,7 @@
 //! test, copied from a migrated template), driven over HTTP.
 
 mod audit;
+mod billing;
 mod crash;
 mod errors;
 mod event_log;
@@ -12,4 +13,5 @@ mod kafka;
 mod members;
 mod openapi;
 mod replay;
+mod stripe_fakes;
 mod tenants;

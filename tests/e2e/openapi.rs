@@ -45,6 +45,22 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("get", "/readyz"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
+        ("get", "/v1/plans"),
+        ("get", "/v1/tenants/{tenant_id}/subscription"),
+        ("post", "/v1/tenants/{tenant_id}/subscription/checkout"),
+        ("post", "/v1/tenants/{tenant_id}/subscription/portal"),
+        ("post", "/v1/tenants/{tenant_id}/subscription/change-plan"),
+        ("post", "/v1/tenants/{tenant_id}/subscription/cancel"),
+        ("post", "/v1/tenants/{tenant_id}/subscription/reactivate"),
+        ("get", "/v1/tenants/{tenant_id}/invoices"),
+        ("get", "/v1/tenants/{tenant_id}/usage"),
+        ("post", "/v1/webhooks/stripe"),
+        ("get", "/v1/admin/subscriptions"),
+        ("get", "/v1/admin/mrr"),
+        ("put", "/v1/admin/tenants/{tenant_id}/overrides"),
+        ("post", "/v1/admin/tenants/{tenant_id}/subscription/grace-period"),
+        ("post", "/v1/admin/tenants/{tenant_id}/subscription/legacy-migration"),
+        ("get", "/v1/admin/stripe/unmatched-events"),
     ];
     for (method, path) in expected {
         assert!(
@@ -100,7 +116,7 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         .collect();
     assert_eq!(
         names,
-        ["audit_trail", "digests", "directory"],
+        ["audit_trail", "billing", "digests", "directory"],
         "no Kafka publisher without brokers"
     );
 }

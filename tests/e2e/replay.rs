@@ -305,11 +305,12 @@ async fn an_exported_bundle_verifies_offline_and_a_modified_one_does_not() {
     let manifest = coverwatch_replay::bundle::export(&app.pool, &signer, tenant.id.parse().unwrap(), None, None, &path)
         .await
         .unwrap();
-    assert_eq!(manifest.events, 9, "only this tenant's events");
+    // Its Tenant events plus SubscriptionCreated and the test override.
+    assert_eq!(manifest.events, 9 + 2, "only this tenant's events");
 
     let report = coverwatch_replay::bundle::verify_bundle(&path, Some(&test_public_key())).unwrap();
     assert!(report.ok(), "{report:#?}");
-    assert_eq!(report.events, 9);
+    assert_eq!(report.events, 9 + 2);
     assert!(report.checkpoints > 0, "signed tenant checkpoints are in the bundle");
 
     // The documented procedure with standard tools.
@@ -478,7 +479,7 @@ async fn auditors_read_the_event_stream_and_stream_the_audit_log() {
             None => break,
         }
     }
-    assert_eq!(all.len(), 15);
+    assert_eq!(all.len(), 15 + 2, "with the subscription's two events");
     assert!(
         all.iter()
             .all(|e| e["hash"].as_str().unwrap().len() == 64 && e["tenant_id"] == tenant.id.as_str())
@@ -505,14 +506,14 @@ async fn auditors_read_the_event_stream_and_stream_the_audit_log() {
     assert_eq!(jsonl.headers()["content-type"], "application/x-ndjson");
     let text = jsonl.text().await.unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 15);
+    assert_eq!(lines.len(), 15 + 2);
     assert_eq!(lines[0]["action"], "TenantCreated");
 
     let csv = app.get(&format!("{base}/audit-log/export?format=csv"), &auditor).await;
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     let rows: Vec<&str> = text.lines().collect();
-    assert_eq!(rows.len(), 16);
+    assert_eq!(rows.len(), 16 + 2, "a header and one row per event");
     assert!(rows[0].starts_with("position,event_id,recorded_at,actor,action"));
     assert!(
         rows.iter()

@@ -1,0 +1,13 @@
+"""Signs a webhook body the way Stripe does, with the official `stripe`
+library's own function, so the tests do not sign with Coverwatch's code.
+
+usage: python stripe_sign.py SECRET TIMESTAMP < body   (prints the header)
+"""
+
+import sys
+
+from stripe._webhook import WebhookSignature
+
+secret, timestamp = sys.argv[1], int(sys.argv[2])
+payload = sys.stdin.buffer.read().decode("utf-8")
+print(WebhookSignature.generate_signature_header(payload, secret, timestamp), end="")
