@@ -260,7 +260,9 @@ impl PlanCatalog {
         for tier in Tier::ALL {
             let count = catalog.tiers.iter().filter(|plan| plan.id == tier).count();
             if count != 1 {
-                return Err(CatalogError(format!("tier {tier} must appear exactly once, not {count} times")));
+                return Err(CatalogError(format!(
+                    "tier {tier} must appear exactly once, not {count} times"
+                )));
             }
         }
         let free = catalog.plan(Tier::Free);
@@ -332,23 +334,39 @@ mod tests {
         );
         let pro = catalog.plan(Tier::Pro);
         assert_eq!(pro.monthly_price_cents, Price::Cents(25000));
-        assert_eq!((pro.max_accounts, pro.max_members), (Limit::AtMost(500), Limit::AtMost(20)));
+        assert_eq!(
+            (pro.max_accounts, pro.max_members),
+            (Limit::AtMost(500), Limit::AtMost(20))
+        );
         assert!(pro.org_features);
         assert_eq!(pro.history_retention_days, 365);
         let enterprise = catalog.plan(Tier::Enterprise);
         assert_eq!(enterprise.max_accounts, Limit::Unlimited);
         assert_eq!(enterprise.monthly_price_cents, Price::Custom);
         assert_eq!(enterprise.history_retention_days, 7 * 365);
-        assert_eq!(catalog.tier_for_price("price_pro_annual"), Some((Tier::Pro, BillingCycle::Annual)));
+        assert_eq!(
+            catalog.tier_for_price("price_pro_annual"),
+            Some((Tier::Pro, BillingCycle::Annual))
+        );
         assert_eq!(catalog.cheapest_with_org_features(), Tier::Pro);
     }
 
     #[test]
     fn a_catalog_missing_a_tier_or_a_price_is_refused() {
         let without_pro = DEFAULT_CATALOG.replace("id = \"PRO\"", "id = \"FREE\"");
-        assert!(PlanCatalog::parse(&without_pro).unwrap_err().to_string().contains("exactly once"));
+        assert!(
+            PlanCatalog::parse(&without_pro)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly once")
+        );
         let without_price = DEFAULT_CATALOG.replace("stripe_price_annual = \"price_pro_annual\"", "");
-        assert!(PlanCatalog::parse(&without_price).unwrap_err().to_string().contains("Stripe price"));
+        assert!(
+            PlanCatalog::parse(&without_price)
+                .unwrap_err()
+                .to_string()
+                .contains("Stripe price")
+        );
         assert!(PlanCatalog::parse("max_accounts = \"lots\"").is_err());
     }
 

@@ -135,6 +135,44 @@ pub fn summarize(event_type: &str, body: &Value) -> String {
         "ApiKeyRevoked" => format!("API key {} revoked", text("key_id")),
         "TenantSuspended" => format!("tenant suspended: {}", text("reason")),
         "TenantReactivated" => "tenant reactivated".to_owned(),
+        "SubscriptionCreated" => format!("subscription created on {}", text("tier")),
+        "CheckoutStarted" => format!("checkout started for {} ({})", text("tier"), text("cycle")),
+        "StripeSubscriptionSynced" => format!(
+            "Stripe {}: subscription {}",
+            text("stripe_event_type"),
+            body.pointer("/state/status").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "StripeSubscriptionEnded" => format!("Stripe subscription {} ended", text("subscription_id")),
+        "InvoiceRecorded" => format!(
+            "invoice {} {}",
+            body.pointer("/invoice/invoice_id")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            body.pointer("/invoice/status").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "PlanUpgraded" => format!("plan upgraded from {} to {}", text("from"), text("to")),
+        "DowngradeScheduled" => format!(
+            "downgrade to {} scheduled",
+            body.pointer("/change/to_tier").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "CancellationScheduled" => format!("cancellation scheduled for {}", text("effective_at")),
+        "CancellationWithdrawn" => "cancellation withdrawn".to_owned(),
+        "CancellationTookEffect" => format!("period ended after cancellation: {} → FREE", text("from")),
+        "OverridesSet" => "plan overrides set by the platform admin".to_owned(),
+        "GracePeriodGranted" => format!("grace period until {}: {}", text("until"), text("reason")),
+        "LegacyTierMigrated" => format!(
+            "migrated from {} with grace until {}",
+            text("from"),
+            text("grace_until")
+        ),
+        "LegacyGraceEnded" => format!("legacy grace ended: now {}", text("to")),
+        "UsageThresholdCrossed" => format!(
+            "{} at {} % of the limit ({} of {})",
+            text("metric"),
+            body.get("threshold").and_then(Value::as_u64).unwrap_or(0),
+            body.get("used").and_then(Value::as_u64).unwrap_or(0),
+            body.get("limit").and_then(Value::as_u64).unwrap_or(0)
+        ),
         other => other.to_owned(),
     }
 }

@@ -142,7 +142,11 @@ impl Aggregate for Subscription {
             self.stripe_events.insert(id.to_owned());
         }
         match event {
-            SubscriptionEvent::SubscriptionCreated { tenant_id, tier, status } => {
+            SubscriptionEvent::SubscriptionCreated {
+                tenant_id,
+                tier,
+                status,
+            } => {
                 self.tenant_id = Some(tenant_id);
                 self.tier = tier;
                 self.status = status;
@@ -154,7 +158,11 @@ impl Aggregate for Subscription {
                 customer_id,
             } => {
                 self.stripe_customer_id = Some(customer_id);
-                self.pending_checkout = Some(PendingCheckout { session_id, tier, cycle });
+                self.pending_checkout = Some(PendingCheckout {
+                    session_id,
+                    tier,
+                    cycle,
+                });
             }
             SubscriptionEvent::StripeCustomerLinked { customer_id } => self.stripe_customer_id = Some(customer_id),
             SubscriptionEvent::StripeSubscriptionSynced {
@@ -172,7 +180,9 @@ impl Aggregate for Subscription {
                 if let Some((tier, cycle)) = state.plan {
                     let waiting = self.scheduled_change.is_some_and(|change| {
                         change.to_tier == tier
-                            && state.current_period_start.is_none_or(|start| start < change.effective_at)
+                            && state
+                                .current_period_start
+                                .is_none_or(|start| start < change.effective_at)
                     });
                     // A scheduled downgrade moves Stripe to the lower price at
                     // once (for the next invoice); the tier waits for period end.
@@ -378,7 +388,9 @@ impl Subscription {
                 customer_id,
             } => only(self.start_checkout(tier, cycle, session_id, customer_id, catalog)),
             SubscriptionCommand::ApplyStripeEvent(change) => only(Ok(self.apply_stripe(change))),
-            SubscriptionCommand::ChangePlan { tier, cycle, usage } => self.change_plan(tier, cycle, usage, now, catalog),
+            SubscriptionCommand::ChangePlan { tier, cycle, usage } => {
+                self.change_plan(tier, cycle, usage, now, catalog)
+            }
             SubscriptionCommand::CancelAtPeriodEnd => {
                 let (Some(id), Some(end)) = (self.paid_subscription_id(), self.current_period_end) else {
                     return Err(SubscriptionError::Rule(
@@ -402,7 +414,9 @@ impl Subscription {
                     ));
                 };
                 if !self.cancel_at_period_end {
-                    return Err(SubscriptionError::Conflict("the subscription is not being cancelled".into()));
+                    return Err(SubscriptionError::Conflict(
+                        "the subscription is not being cancelled".into(),
+                    ));
                 }
                 if self.current_period_end.is_some_and(|end| end <= now) {
                     return Err(SubscriptionError::Rule(
@@ -453,7 +467,10 @@ impl Subscription {
                 limit,
                 period_start,
             } => {
-                if self.thresholds.contains(&threshold_key(&metric, threshold, period_start)) {
+                if self
+                    .thresholds
+                    .contains(&threshold_key(&metric, threshold, period_start))
+                {
                     return only(Ok(vec![]));
                 }
                 only(Ok(vec![SubscriptionEvent::UsageThresholdCrossed {

@@ -151,7 +151,9 @@ impl OverridesPatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubscriptionCommand {
     /// Every tenant starts on FREE, active.
-    Create { tenant_id: Uuid },
+    Create {
+        tenant_id: Uuid,
+    },
     /// A checkout session was opened at Stripe for this tier and cycle.
     StartCheckout {
         tier: Tier,

@@ -27,11 +27,17 @@ struct RecordingGateway(Mutex<Vec<String>>);
 #[async_trait::async_trait]
 impl BillingGateway for RecordingGateway {
     async fn set_cancel_at_period_end(&self, subscription_id: &str, cancel: bool) -> Result<(), String> {
-        self.0.lock().unwrap().push(format!("cancel_at_period_end {subscription_id} {cancel}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("cancel_at_period_end {subscription_id} {cancel}"));
         Ok(())
     }
     async fn change_price(&self, subscription_id: &str, price_id: &str, prorate: bool) -> Result<(), String> {
-        self.0.lock().unwrap().push(format!("change_price {subscription_id} {price_id} {prorate}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("change_price {subscription_id} {price_id} {prorate}"));
         Ok(())
     }
 }
@@ -89,7 +95,10 @@ fn stripe(id: &str, created_at: DateTime<Utc>, fact: StripeFact) -> Subscription
 }
 
 fn on_pro() -> Vec<SubscriptionEvent> {
-    vec![created(), synced("evt_0", start(), state(Tier::Pro, SubscriptionStatus::Active))]
+    vec![
+        created(),
+        synced("evt_0", start(), state(Tier::Pro, SubscriptionStatus::Active)),
+    ]
 }
 
 fn fold(events: Vec<SubscriptionEvent>) -> Subscription {
@@ -176,7 +185,11 @@ fn a_stripe_subscription_state_is_adopted() {
     fixture()
         .given(vec![created()])
         .when(stripe("evt_0", start(), change))
-        .then_expect_events(vec![synced("evt_0", start(), state(Tier::Pro, SubscriptionStatus::Active))]);
+        .then_expect_events(vec![synced(
+            "evt_0",
+            start(),
+            state(Tier::Pro, SubscriptionStatus::Active),
+        )]);
     let pro = fold(on_pro());
     assert_eq!(pro.effective_tier(start(), &PlanCatalog::shipped()), Tier::Pro);
 }
@@ -237,7 +250,10 @@ fn a_deleted_subscription_puts_the_tenant_on_free() {
     let mut events = on_pro();
     events.push(ended);
     let subscription = fold(events);
-    assert_eq!((subscription.tier, subscription.status), (Tier::Free, SubscriptionStatus::Cancelled));
+    assert_eq!(
+        (subscription.tier, subscription.status),
+        (Tier::Free, SubscriptionStatus::Cancelled)
+    );
 }
 
 #[test]
@@ -245,7 +261,11 @@ fn a_failed_payment_makes_the_subscription_past_due_and_records_the_invoice() {
     let at = start() + Duration::days(31);
     fixture()
         .given(on_pro())
-        .when(stripe("evt_fail", at, StripeFact::InvoicePaymentFailed(invoice("open"))))
+        .when(stripe(
+            "evt_fail",
+            at,
+            StripeFact::InvoicePaymentFailed(invoice("open")),
+        ))
         .then_expect_events(vec![
             SubscriptionEvent::InvoiceRecorded {
                 stripe_event_id: "evt_fail".into(),
@@ -269,8 +289,14 @@ fn past_due_keeps_the_tier_while_stripe_retries_then_falls_to_free() {
         at: failed_at,
     });
     let subscription = fold(events);
-    assert_eq!(subscription.effective_tier(failed_at + Duration::days(6), &catalog), Tier::Pro);
-    assert_eq!(subscription.effective_tier(failed_at + Duration::days(7), &catalog), Tier::Free);
+    assert_eq!(
+        subscription.effective_tier(failed_at + Duration::days(6), &catalog),
+        Tier::Pro
+    );
+    assert_eq!(
+        subscription.effective_tier(failed_at + Duration::days(7), &catalog),
+        Tier::Free
+    );
 }
 
 #[test]
@@ -282,7 +308,11 @@ fn a_paid_invoice_recovers_a_past_due_subscription() {
     });
     fixture()
         .given(given)
-        .when(stripe("evt_paid", start() + Duration::days(32), StripeFact::InvoicePaid(invoice("paid"))))
+        .when(stripe(
+            "evt_paid",
+            start() + Duration::days(32),
+            StripeFact::InvoicePaid(invoice("paid")),
+        ))
         .then_expect_events(vec![
             SubscriptionEvent::InvoiceRecorded {
                 stripe_event_id: "evt_paid".into(),
@@ -309,8 +339,14 @@ fn an_admin_grace_period_keeps_the_tier_of_a_past_due_tenant() {
         reason: "card replaced, support case 42".into(),
     });
     let subscription = fold(events);
-    assert_eq!(subscription.effective_tier(failed_at + Duration::days(20), &catalog), Tier::Pro);
-    assert_eq!(subscription.effective_tier(failed_at + Duration::days(30), &catalog), Tier::Free);
+    assert_eq!(
+        subscription.effective_tier(failed_at + Duration::days(20), &catalog),
+        Tier::Pro
+    );
+    assert_eq!(
+        subscription.effective_tier(failed_at + Duration::days(30), &catalog),
+        Tier::Free
+    );
 }
 
 #[test]
@@ -337,7 +373,11 @@ fn a_grace_period_must_end_in_the_future_and_have_a_reason() {
 fn an_upgrade_takes_effect_now_and_prorates_at_stripe() {
     let gateway = Arc::new(RecordingGateway::default());
     let mut individual = vec![created()];
-    individual.push(synced("evt_0", start(), state(Tier::Individual, SubscriptionStatus::Active)));
+    individual.push(synced(
+        "evt_0",
+        start(),
+        state(Tier::Individual, SubscriptionStatus::Active),
+    ));
     Fixture::with(services(&ManualClock::at(start()), Some(gateway.clone())))
         .given(individual)
         .when(SubscriptionCommand::ChangePlan {
@@ -350,7 +390,10 @@ fn an_upgrade_takes_effect_now_and_prorates_at_stripe() {
             to: Tier::Pro,
             cycle: BillingCycle::Monthly,
         }]);
-    assert_eq!(*gateway.0.lock().unwrap(), vec!["change_price sub_1 price_pro_monthly true"]);
+    assert_eq!(
+        *gateway.0.lock().unwrap(),
+        vec!["change_price sub_1 price_pro_monthly true"]
+    );
 }
 
 #[test]
@@ -366,16 +409,28 @@ fn a_downgrade_waits_for_the_period_end() {
         .when(SubscriptionCommand::ChangePlan {
             tier: Tier::Individual,
             cycle: BillingCycle::Monthly,
-            usage: Usage { accounts: 6, members: 3 },
+            usage: Usage {
+                accounts: 6,
+                members: 3,
+            },
         })
         .then_expect_events(vec![SubscriptionEvent::DowngradeScheduled { change }]);
-    assert_eq!(*gateway.0.lock().unwrap(), vec!["change_price sub_1 price_individual_monthly false"]);
+    assert_eq!(
+        *gateway.0.lock().unwrap(),
+        vec!["change_price sub_1 price_individual_monthly false"]
+    );
     let mut events = on_pro();
     events.push(SubscriptionEvent::DowngradeScheduled { change });
     let subscription = fold(events);
     let catalog = PlanCatalog::shipped();
-    assert_eq!(subscription.effective_tier(change.effective_at - Duration::seconds(1), &catalog), Tier::Pro);
-    assert_eq!(subscription.effective_tier(change.effective_at, &catalog), Tier::Individual);
+    assert_eq!(
+        subscription.effective_tier(change.effective_at - Duration::seconds(1), &catalog),
+        Tier::Pro
+    );
+    assert_eq!(
+        subscription.effective_tier(change.effective_at, &catalog),
+        Tier::Individual
+    );
 }
 
 #[test]
@@ -385,7 +440,10 @@ fn a_downgrade_is_refused_while_usage_exceeds_the_target_limits() {
         .when(SubscriptionCommand::ChangePlan {
             tier: Tier::Individual,
             cycle: BillingCycle::Monthly,
-            usage: Usage { accounts: 2, members: 4 },
+            usage: Usage {
+                accounts: 2,
+                members: 4,
+            },
         })
         .then_expect_error(SubscriptionError::OverTargetLimit {
             metric: "members",
@@ -423,7 +481,10 @@ fn cancellation_at_period_end_falls_to_free_when_the_period_ends() {
     events.push(SubscriptionEvent::CancellationScheduled { effective_at: end });
     let catalog = PlanCatalog::shipped();
     let subscription = fold(events.clone());
-    assert_eq!(subscription.effective_tier(end - Duration::seconds(1), &catalog), Tier::Pro);
+    assert_eq!(
+        subscription.effective_tier(end - Duration::seconds(1), &catalog),
+        Tier::Pro
+    );
     assert_eq!(subscription.effective_tier(end, &catalog), Tier::Free);
     assert_eq!(subscription.next_transition_at(), Some(end));
     Fixture::with(services(&ManualClock::at(end), None))
@@ -442,12 +503,15 @@ fn reactivation_withdraws_a_cancellation_before_the_period_ends() {
         .given(given.clone())
         .when(SubscriptionCommand::Reactivate)
         .then_expect_events(vec![SubscriptionEvent::CancellationWithdrawn {}]);
-    Fixture::with(services(&ManualClock::at(start() + Months::new(2)), Some(Arc::default())))
-        .given(given)
-        .when(SubscriptionCommand::Reactivate)
-        .then_expect_error(SubscriptionError::Rule(
-            "the period has ended: start a new checkout".into(),
-        ));
+    Fixture::with(services(
+        &ManualClock::at(start() + Months::new(2)),
+        Some(Arc::default()),
+    ))
+    .given(given)
+    .when(SubscriptionCommand::Reactivate)
+    .then_expect_error(SubscriptionError::Rule(
+        "the period has ended: start a new checkout".into(),
+    ));
 }
 
 #[test]
@@ -455,7 +519,9 @@ fn nothing_to_cancel_without_a_paid_subscription() {
     fixture()
         .given(vec![created()])
         .when(SubscriptionCommand::CancelAtPeriodEnd)
-        .then_expect_error(SubscriptionError::Rule("there is no paid subscription to cancel".into()));
+        .then_expect_error(SubscriptionError::Rule(
+            "there is no paid subscription to cancel".into(),
+        ));
 }
 
 #[test]
@@ -515,7 +581,10 @@ fn a_legacy_tenant_keeps_its_limits_for_three_months_then_falls_to_free() {
     let catalog = PlanCatalog::shipped();
     let subscription = fold(vec![created(), migrated.clone()]);
     let legacy_limits = catalog.plan(Tier::Subscriber).entitlements();
-    assert_eq!(subscription.entitlements(grace_until - Duration::seconds(1), &catalog), legacy_limits);
+    assert_eq!(
+        subscription.entitlements(grace_until - Duration::seconds(1), &catalog),
+        legacy_limits
+    );
     assert_eq!(subscription.effective_tier(grace_until, &catalog), Tier::Free);
 
     // A day before the grace ends nothing is due yet.
@@ -544,15 +613,25 @@ fn a_legacy_tenant_falls_to_the_tier_it_chose() {
         .when(SubscriptionCommand::ChangePlan {
             tier: Tier::Free,
             cycle: BillingCycle::Monthly,
-            usage: Usage { accounts: 1, members: 1 },
+            usage: Usage {
+                accounts: 1,
+                members: 1,
+            },
         })
         .then_expect_events(vec![chose.clone()]);
     // Buying a tier during the grace period replaces the legacy arrangement.
     let mut bought = vec![created(), migrated];
-    bought.push(synced("evt_buy", start() + Duration::days(10), state(Tier::Pro, SubscriptionStatus::Active)));
+    bought.push(synced(
+        "evt_buy",
+        start() + Duration::days(10),
+        state(Tier::Pro, SubscriptionStatus::Active),
+    ));
     let subscription = fold(bought);
     assert_eq!(subscription.legacy, None);
-    assert_eq!(subscription.effective_tier(grace_until + Duration::days(1), &PlanCatalog::shipped()), Tier::Pro);
+    assert_eq!(
+        subscription.effective_tier(grace_until + Duration::days(1), &PlanCatalog::shipped()),
+        Tier::Pro
+    );
 }
 
 #[test]
@@ -593,5 +672,8 @@ fn usage_is_metered_by_stripe_period_or_calendar_month() {
         )
     );
     let pro = fold(on_pro());
-    assert_eq!(pro.usage_period(start() + Duration::days(3)), (start(), start() + Months::new(1)));
+    assert_eq!(
+        pro.usage_period(start() + Duration::days(3)),
+        (start(), start() + Months::new(1))
+    );
 }

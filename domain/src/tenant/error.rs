@@ -21,7 +21,11 @@ pub enum TenantError {
     NotFoundItem(&'static str),
     /// A plan limit (from the subscription) would be exceeded.
     #[error("the {metric} limit of the plan is reached: {used} of {limit} in use")]
-    LimitReached { metric: &'static str, used: u64, limit: u64 },
+    LimitReached {
+        metric: &'static str,
+        used: u64,
+        limit: u64,
+    },
     #[error("the invitation is no longer valid: {0}")]
     InvitationGone(&'static str),
 }
