@@ -23,6 +23,14 @@ pub trait SeatWatcher: Send + Sync {
     async fn seats_taken(&self, tenant_id: Uuid) -> anyhow::Result<()>;
 }
 
+const SEAT_EVENTS: [&str; 5] = [
+    "TenantCreated",
+    "MemberInvited",
+    "InvitationRevoked",
+    "InvitationAccepted",
+    "MemberRemoved",
+];
+
 #[derive(Default)]
 pub struct Billing {
     /// `None` in rebuilds: replaying history must not issue commands.
@@ -69,7 +77,9 @@ impl Subscriber for Billing {
                     *version = event.sequence;
                     dirty.insert(tenant_id, event.recorded_at);
                 }
-                "tenant" => {
+                // Only the events that move seats are decoded: a catch-up
+                // over a long log is mostly other tenant events.
+                "tenant" if SEAT_EVENTS.contains(&event.event_type.as_str()) => {
                     let decoded: TenantEvent = serde_json::from_value(event.payload.clone())
                         .with_context(|| format!("decoding tenant event at {}", event.position))?;
                     if update_seats(conn, tenant_id, &decoded).await? {
