@@ -128,16 +128,14 @@ impl SubscriptionRuntime {
     /// below the horizon. Returns the number of events processed (summed over
     /// subscribers).
     pub async fn catch_up(&self) -> anyhow::Result<u64> {
-        let runs = self.subscribers.iter().map(|subscriber| async move {
-            let position = self.positions.get(subscriber.name());
-            let on_step = |step: Step| {
-                if let Some(tx) = position {
-                    tx.send_modify(|p| *p = (*p).max(step.position));
-                }
-            };
-            catch_up_pipelined(&self.pool, subscriber.as_ref(), self.batch_size, &on_step).await
-        });
-        Ok(futures::future::try_join_all(runs).await?.into_iter().sum())
+        let subscribers: Vec<&dyn Subscriber> = self.subscribers.iter().map(|s| s.as_ref()).collect();
+        let on_step = |index: usize, step: Step| {
+            if let Some(tx) = self.positions.get(subscribers[index].name()) {
+                tx.send_modify(|p| *p = (*p).max(step.position));
+            }
+        };
+        let applied = catch_up_together(&self.pool, &subscribers, self.batch_size, &on_step).await?;
+        Ok(applied.into_iter().sum())
     }
 
     /// Follow the log until `shutdown` turns true. `wake` is bumped by
@@ -209,40 +207,109 @@ async fn follow(
     }
 }
 
-/// Catch one subscriber up with reading and writing overlapped: a reader
-/// prefetches the next batch (outside any transaction: events are immutable
-/// and everything below the horizon is final) while the current one is
-/// applied. Each batch still commits with the checkpoint, which must be where
-/// the batch was read from; if anyone else moved it, this stops with an error
-/// and nothing of the batch is applied. Returns the events applied.
+/// Catch one subscriber up with reading and writing overlapped (see
+/// [`catch_up_together`]). Returns the events applied.
 pub async fn catch_up_pipelined(
     pool: &PgPool,
     subscriber: &dyn Subscriber,
     batch_size: i64,
     on_step: &(dyn Fn(Step) + Send + Sync),
 ) -> anyhow::Result<u64> {
-    let name = subscriber.name();
-    let start: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .with_context(|| format!("reading the checkpoint of {name}"))?;
-    let (sender, mut batches) = tokio::sync::mpsc::channel::<(i64, Vec<StoredEvent>)>(2);
-    let reader_pool = pool.clone();
-    let reader = tokio::spawn(async move {
-        let mut conn = reader_pool.acquire().await?;
-        let mut after = start;
-        loop {
-            let batch = read_batch(&mut conn, after, batch_size).await?;
-            let Some(last) = batch.last().map(|e| e.position) else {
-                return anyhow::Ok(());
-            };
-            if sender.send((after, batch)).await.is_err() {
-                return Ok(());
-            }
-            after = last;
+    let applied = catch_up_together(pool, &[subscriber], batch_size, &|_, step| on_step(step)).await?;
+    Ok(applied[0])
+}
+
+/// Catch several subscribers up with reading and writing overlapped. The
+/// subscribers whose checkpoints start at the same position share one reader:
+/// it prefetches each batch once (outside any transaction: events are
+/// immutable and everything below the horizon is final) and hands it to all
+/// of them, while each applies the previous one in its own transaction with
+/// its checkpoint. That checkpoint must be where the batch was read from; if
+/// anyone else moved it, that subscriber stops with an error and nothing of
+/// the batch is applied. `on_step` gets the subscriber's index. Returns the
+/// events each applied.
+pub async fn catch_up_together(
+    pool: &PgPool,
+    subscribers: &[&dyn Subscriber],
+    batch_size: i64,
+    on_step: &(dyn Fn(usize, Step) + Send + Sync),
+) -> anyhow::Result<Vec<u64>> {
+    let mut starts = Vec::with_capacity(subscribers.len());
+    for subscriber in subscribers {
+        let name = subscriber.name();
+        let start: i64 = sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .with_context(|| format!("reading the checkpoint of {name}"))?;
+        starts.push(start);
+    }
+    let mut readers = vec![];
+    let mut receivers: Vec<Option<Batches>> = subscribers.iter().map(|_| None).collect();
+    let mut distinct = starts.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for start in distinct {
+        let mut senders = vec![];
+        for (index, _) in starts.iter().enumerate().filter(|(_, s)| **s == start) {
+            let (sender, receiver) = tokio::sync::mpsc::channel::<(i64, Arc<Vec<StoredEvent>>)>(2);
+            senders.push(sender);
+            receivers[index] = Some(receiver);
         }
-    });
+        readers.push(tokio::spawn(read_ahead(pool.clone(), start, batch_size, senders)));
+    }
+    let appliers = subscribers
+        .iter()
+        .zip(receivers)
+        .enumerate()
+        .map(|(index, (subscriber, batches))| {
+            let batches = batches.expect("every subscriber has a reader");
+            apply_batches(pool, *subscriber, batches, move |step| on_step(index, step))
+        });
+    let applied = futures::future::try_join_all(appliers).await?;
+    for reader in readers {
+        reader.await.context("the prefetching reader")??;
+    }
+    Ok(applied)
+}
+
+type Batches = tokio::sync::mpsc::Receiver<(i64, Arc<Vec<StoredEvent>>)>;
+
+/// Reads batches after `start` and sends each to every subscriber still
+/// listening; stops at the horizon or when nobody listens.
+async fn read_ahead(
+    pool: PgPool,
+    start: i64,
+    batch_size: i64,
+    mut senders: Vec<tokio::sync::mpsc::Sender<(i64, Arc<Vec<StoredEvent>>)>>,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut after = start;
+    while !senders.is_empty() {
+        let batch = read_batch(&mut conn, after, batch_size).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        let batch = Arc::new(batch);
+        let mut listening = Vec::with_capacity(senders.len());
+        for sender in senders {
+            if sender.send((after, batch.clone())).await.is_ok() {
+                listening.push(sender);
+            }
+        }
+        senders = listening;
+        after = last;
+    }
+    Ok(())
+}
+
+async fn apply_batches(
+    pool: &PgPool,
+    subscriber: &dyn Subscriber,
+    mut batches: Batches,
+    on_step: impl Fn(Step),
+) -> anyhow::Result<u64> {
+    let name = subscriber.name();
     let mut applied = 0u64;
     while let Some((after, events)) = batches.recv().await {
         let mut tx = pool.begin().await?;
@@ -262,7 +329,6 @@ pub async fn catch_up_pipelined(
             position: last,
         });
     }
-    reader.await.context("the prefetching reader")??;
     Ok(applied)
 }
 

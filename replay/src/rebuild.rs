@@ -7,7 +7,7 @@
 //! checkpoint to the live subscriber.
 
 use anyhow::{Context, bail};
-use coverwatch_projections::runtime::{Step, Subscriber, catch_up_pipelined, ensure_checkpoint, lock_subscriber};
+use coverwatch_projections::runtime::{Step, Subscriber, catch_up_together, ensure_checkpoint, lock_subscriber};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
@@ -119,19 +119,20 @@ async fn catch_up(
 ) -> anyhow::Result<()> {
     let applied: Vec<Arc<AtomicU64>> = subscribers.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
     let position = Arc::new(AtomicI64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (subscriber, applied) in subscribers.iter().zip(&applied) {
-        let (shadow, subscriber, applied, position) =
-            (shadow.clone(), subscriber.clone(), applied.clone(), position.clone());
-        tasks.spawn(async move {
-            let on_step = |step: Step| {
-                applied.fetch_add(step.events as u64, Ordering::Relaxed);
+    // One reader feeds every read model that starts at the same checkpoint.
+    let together = {
+        let (shadow, subscribers, applied, position) =
+            (shadow.clone(), subscribers.to_vec(), applied.clone(), position.clone());
+        tokio::spawn(async move {
+            let refs: Vec<&dyn Subscriber> = subscribers.iter().map(|s| s.as_ref()).collect();
+            let on_step = |index: usize, step: Step| {
+                applied[index].fetch_add(step.events as u64, Ordering::Relaxed);
                 position.fetch_max(step.position, Ordering::Relaxed);
             };
-            catch_up_pipelined(&shadow, subscriber.as_ref(), batch_size, &on_step).await?;
-            anyhow::Ok(())
-        });
-    }
+            catch_up_together(&shadow, &refs, batch_size, &on_step).await
+        })
+    };
+    tokio::pin!(together);
     let progress = |applied: &[Arc<AtomicU64>]| {
         let done: u64 = applied.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);
         Progress {
@@ -143,10 +144,10 @@ async fn catch_up(
     };
     loop {
         tokio::select! {
-            finished = tasks.join_next() => match finished {
-                Some(result) => result??,
-                None => break,
-            },
+            finished = &mut together => {
+                finished.context("the catch-up task")??;
+                break;
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => report(progress(&applied)),
         }
     }
