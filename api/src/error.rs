@@ -170,6 +170,23 @@ impl From<CommandError> for ApiError {
                     limit,
                 },
             },
+            CommandError::Cloud(error) => {
+                use coverwatch_domain::cloud::CloudError as E;
+                match error {
+                    E::NotFound(what) => Self::NotFound(what.into()),
+                    E::Conflict(message) => Self::Conflict(message),
+                    E::Rule(message) => Self::Unprocessable(message),
+                    E::LimitReached { used, limit } => Self::PlanLimit {
+                        metric: "cloud_accounts".into(),
+                        used,
+                        limit,
+                    },
+                    E::FeatureNotInPlan { feature, required_tier } => Self::PlanFeature {
+                        feature: feature.into(),
+                        required_tier: required_tier.to_string(),
+                    },
+                }
+            }
             CommandError::Subscription(error) => {
                 use coverwatch_domain::subscription::SubscriptionError as E;
                 match error {

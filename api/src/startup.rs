@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::routes::{
-    admin, admin_billing, api_keys, audit, auditors, billing, health, invitations, members, metrics, tenants,
+    admin, admin_billing, api_keys, audit, auditors, billing, cloud, health, invitations, members, metrics, tenants,
 };
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -16,7 +16,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use coverwatch_commands::billing::Billing;
-use coverwatch_commands::{SubscriptionCommands, TenantCommands};
+use coverwatch_commands::{CloudAccountsCommands, CloudOrganizationCommands, SubscriptionCommands, TenantCommands};
 use coverwatch_domain::clock::{Clock, SystemClock};
 use coverwatch_domain::subscription::SubscriptionServices;
 use coverwatch_domain::tenant::TenantServices;
@@ -112,11 +112,22 @@ impl Application {
             clock: clock.clone(),
             pool: pool.clone(),
         });
+        let cloud_accounts = Arc::new(CloudAccountsCommands::new(
+            pool.clone(),
+            TenantServices { clock: clock.clone() },
+            wake_tx.clone(),
+        ));
+        let cloud_organizations = Arc::new(CloudOrganizationCommands::new(
+            pool.clone(),
+            TenantServices { clock: clock.clone() },
+            wake_tx.clone(),
+        ));
         let mut publisher_metrics = None;
         let runtime = if settings.subscribers {
             let watcher = Arc::new(crate::usage::ThresholdWatcher {
                 billing: billing.clone(),
                 tenants: tenants.clone(),
+                cloud_accounts: cloud_accounts.clone(),
             });
             let mut subscribers = all_subscribers(settings.digests(signer.clone()), Some(watcher));
             if let Some(kafka) = settings.kafka()? {
@@ -137,6 +148,8 @@ impl Application {
             pool,
             tenants,
             billing: billing.clone(),
+            cloud_accounts,
+            cloud_organizations,
             catalog,
             rate_limiter: Arc::default(),
             progress,
@@ -302,6 +315,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(billing::list_invoices))
         .routes(routes!(billing::usage))
         .routes(routes!(billing::stripe_webhook))
+        .routes(routes!(cloud::connect_account, cloud::list_accounts))
+        .routes(routes!(cloud::disconnect_account))
+        .routes(routes!(cloud::register_organization, cloud::list_organizations))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))
         .routes(routes!(admin_billing::put_overrides))

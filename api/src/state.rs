@@ -17,6 +17,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub tenants: Arc<TenantCommands>,
     pub billing: Arc<Billing>,
+    pub cloud_accounts: Arc<coverwatch_commands::CloudAccountsCommands>,
+    pub cloud_organizations: Arc<coverwatch_commands::CloudOrganizationCommands>,
     pub catalog: Arc<PlanCatalog>,
     pub rate_limiter: Arc<crate::usage::RateLimiter>,
     pub progress: Progress,

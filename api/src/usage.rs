@@ -7,7 +7,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use coverwatch_commands::billing::{Billing, RETRIES};
 use coverwatch_commands::{CommandMetadata, TenantCommands};
-use coverwatch_domain::plans::{Entitlements, Limit, PlanCatalog};
+use coverwatch_domain::plans::{Limit, PlanCatalog};
 use coverwatch_domain::subscription::{Subscription, SubscriptionCommand};
 use coverwatch_projections::billing::SeatWatcher;
 use serde::Serialize;
@@ -191,11 +191,19 @@ pub async fn usage_report(
         "members".to_owned(),
         metric(members as u64, entitlements.max_members, crossed_for("members")),
     );
-    // Cloud accounts, detections and discovery runs are counted from their
-    // aggregates' events once those exist (cloud organizations, detections).
+    // Only connected accounts count; disconnected ones stay listed.
+    let accounts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM cloud_accounts WHERE tenant_id = $1 AND status = 'connected'")
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?;
     metrics.insert(
         "cloud_accounts".to_owned(),
-        metric(0, entitlements.max_accounts, crossed_for("cloud_accounts")),
+        metric(
+            accounts as u64,
+            entitlements.max_accounts,
+            crossed_for("cloud_accounts"),
+        ),
     );
     metrics.insert(
         "api_requests".to_owned(),
@@ -214,6 +222,7 @@ pub async fn usage_report(
 pub struct ThresholdWatcher {
     pub billing: Arc<Billing>,
     pub tenants: Arc<TenantCommands>,
+    pub cloud_accounts: Arc<coverwatch_commands::CloudAccountsCommands>,
 }
 
 #[async_trait::async_trait]
@@ -221,31 +230,35 @@ impl SeatWatcher for ThresholdWatcher {
     async fn seats_taken(&self, tenant_id: Uuid) -> anyhow::Result<()> {
         let now = self.billing.clock.now();
         let subscription = self.billing.load(tenant_id).await?;
-        let Entitlements {
-            max_members: Limit::AtMost(limit),
-            ..
-        } = subscription.entitlements(now, &self.billing.catalog)
-        else {
-            return Ok(());
-        };
-        if subscription.tenant_id.is_none() || limit == 0 {
+        if subscription.tenant_id.is_none() {
             return Ok(());
         }
-        let used = self.tenants.load(tenant_id).await?.seats_used(now);
+        let entitlements = subscription.entitlements(now, &self.billing.catalog);
         let (period_start, _) = subscription.usage_period(now);
-        for threshold in [80u8, 100] {
-            if used * 100 >= u64::from(threshold) * limit {
-                let command = SubscriptionCommand::RecordUsageThreshold {
-                    metric: "members".into(),
-                    threshold,
-                    used,
-                    limit,
-                    period_start,
-                };
-                self.billing
-                    .subscriptions
-                    .execute_retrying(tenant_id, command, &CommandMetadata::system(tenant_id), RETRIES)
-                    .await?;
+        let members = self.tenants.load(tenant_id).await?.seats_used(now);
+        let accounts = self.cloud_accounts.load(tenant_id).await?.connected();
+        for (metric, used, limit) in [
+            ("members", members, entitlements.max_members),
+            ("cloud_accounts", accounts, entitlements.max_accounts),
+        ] {
+            let Limit::AtMost(limit) = limit else { continue };
+            if limit == 0 {
+                continue;
+            }
+            for threshold in [80u8, 100] {
+                if used * 100 >= u64::from(threshold) * limit {
+                    let command = SubscriptionCommand::RecordUsageThreshold {
+                        metric: metric.into(),
+                        threshold,
+                        used,
+                        limit,
+                        period_start,
+                    };
+                    self.billing
+                        .subscriptions
+                        .execute_retrying(tenant_id, command, &CommandMetadata::system(tenant_id), RETRIES)
+                        .await?;
+                }
             }
         }
         Ok(())

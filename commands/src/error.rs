@@ -10,6 +10,8 @@ pub enum CommandError {
     Tenant(#[from] TenantError),
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
+    #[error(transparent)]
+    Cloud(#[from] coverwatch_domain::cloud::CloudError),
     /// Another command changed the aggregate first, or a unique rule enforced
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]

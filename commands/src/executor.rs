@@ -19,6 +19,10 @@ type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 pub type TenantCommands = Commands<coverwatch_domain::tenant::Tenant>;
 /// Subscription commands (one subscription per tenant, under the tenant's id).
 pub type SubscriptionCommands = Commands<Subscription>;
+/// A tenant's connected cloud accounts (under the tenant's id).
+pub type CloudAccountsCommands = Commands<coverwatch_domain::cloud::CloudAccounts>;
+/// Cloud organizations (under their own ids).
+pub type CloudOrganizationCommands = Commands<coverwatch_domain::cloud::CloudOrganization>;
 
 /// Loading a tenant reads its latest snapshot and the events after it, so a
 /// command costs the same on the thousandth event as on the first. Snapshots
@@ -66,12 +70,12 @@ where
 
     pub async fn execute(
         &self,
-        tenant_id: Uuid,
+        id: Uuid,
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Committed, CommandError> {
         let command_id = Uuid::now_v7();
-        let aggregate_id = tenant_id.to_string();
+        let aggregate_id = id.to_string();
         self.cqrs
             .execute_with_metadata(&aggregate_id, command, metadata.to_map(command_id))
             .await?;
@@ -107,7 +111,7 @@ where
             // The command decided nothing (e.g. a role set to the role it had).
             None => Ok(Committed {
                 position: 0,
-                version: self.version_of(tenant_id).await?,
+                version: self.version_of(id).await?,
             }),
         }
     }
@@ -118,7 +122,7 @@ where
     /// concurrent winner (a limit), so losers get the rule's answer.
     pub async fn execute_retrying(
         &self,
-        tenant_id: Uuid,
+        id: Uuid,
         command: A::Command,
         metadata: &CommandMetadata,
         attempts: usize,
@@ -129,7 +133,7 @@ where
         let mut left = attempts.max(1);
         loop {
             left -= 1;
-            match self.execute(tenant_id, command.clone(), metadata).await {
+            match self.execute(id, command.clone(), metadata).await {
                 Err(CommandError::Conflict) if left > 0 => {
                     // Spread the retries of many losers over a few ms.
                     let jitter = rand::random::<u64>() % 5;
@@ -140,10 +144,10 @@ where
         }
     }
 
-    async fn version_of(&self, tenant_id: Uuid) -> Result<u64, CommandError> {
+    async fn version_of(&self, id: Uuid) -> Result<u64, CommandError> {
         let context = self
             .store
-            .load_aggregate(&tenant_id.to_string())
+            .load_aggregate(&id.to_string())
             .await
             .map_err(CommandError::from)?;
         Ok(context.current_sequence as u64)
@@ -151,10 +155,10 @@ where
 
     /// The aggregate as the log has it now: for decisions that span
     /// aggregates (a parent's hierarchy), never to answer queries.
-    pub async fn load(&self, tenant_id: Uuid) -> Result<A, CommandError> {
+    pub async fn load(&self, id: Uuid) -> Result<A, CommandError> {
         let context = self
             .store
-            .load_aggregate(&tenant_id.to_string())
+            .load_aggregate(&id.to_string())
             .await
             .map_err(CommandError::from)?;
         Ok(context.aggregate)

@@ -11,5 +11,7 @@ pub mod secrets;
 pub mod stripe;
 
 pub use error::CommandError;
-pub use executor::{Commands, Committed, SubscriptionCommands, TenantCommands};
+pub use executor::{
+    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, SubscriptionCommands, TenantCommands,
+};
 pub use metadata::CommandMetadata;

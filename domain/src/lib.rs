@@ -3,6 +3,7 @@
 //! in through the [`clock::Clock`] service so rules about expiry are testable.
 
 pub mod clock;
+pub mod cloud;
 pub mod plans;
 pub mod subscription;
 pub mod tenant;

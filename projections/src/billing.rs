@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Told when a tenant took a seat, to record threshold crossings. Recording
+/// Told when a tenant took a seat or connected an account, to record
+/// threshold crossings. Recording
 /// is idempotent per period, so a replayed batch calling it again is harmless.
 #[async_trait]
 pub trait SeatWatcher: Send + Sync {
@@ -76,6 +77,10 @@ impl Subscriber for Billing {
                     state.apply(decoded);
                     *version = event.sequence;
                     dirty.insert(tenant_id, event.recorded_at);
+                }
+                // Connected accounts move the account meter.
+                "cloud_accounts" if event.event_type == "CloudAccountConnected" => {
+                    seats_taken.insert(tenant_id);
                 }
                 // Only the events that move seats are decoded: a catch-up
                 // over a long log is mostly other tenant events.

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod billing;
+pub mod cloud;
 pub mod digest;
 pub mod directory;
 pub mod event;
@@ -22,6 +23,7 @@ pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
         Arc::new(directory::Directory),
         Arc::new(audit::AuditTrail),
         Arc::new(billing::Billing::default()),
+        Arc::new(cloud::Cloud),
     ]
 }
 

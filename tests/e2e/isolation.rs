@@ -15,6 +15,11 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/v1/tenants/{tenant_id}/api-keys") => Some(json!({"name": "stolen"})),
         ("post", "/v1/tenants/{tenant_id}/subscription/checkout")
         | ("post", "/v1/tenants/{tenant_id}/subscription/change-plan") => Some(json!({"tier": "PRO"})),
+        ("post", "/v1/tenants/{tenant_id}/cloud-accounts") => Some(json!({"account_id": "123456789012",
+            "region": "us-east-1", "role_arn": "arn:aws:iam::123456789012:role/X", "environment": "production"})),
+        ("post", "/v1/tenants/{tenant_id}/cloud-organizations") => Some(json!({"provider": "aws",
+            "organization_id": "o-a1b2c3d4e5", "management_account_id": "123456789012",
+            "role_arn": "arn:aws:iam::123456789012:role/X", "name": "Stolen"})),
         ("post", _) | ("patch", _) => Some(json!({})),
         _ => None,
     }

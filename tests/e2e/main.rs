@@ -3,6 +3,7 @@
 
 mod audit;
 mod billing;
+mod cloud;
 mod crash;
 mod errors;
 mod event_log;

@@ -61,6 +61,11 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("post", "/v1/admin/tenants/{tenant_id}/subscription/grace-period"),
         ("post", "/v1/admin/tenants/{tenant_id}/subscription/legacy-migration"),
         ("get", "/v1/admin/stripe/unmatched-events"),
+        ("post", "/v1/tenants/{tenant_id}/cloud-accounts"),
+        ("get", "/v1/tenants/{tenant_id}/cloud-accounts"),
+        ("post", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/disconnect"),
+        ("post", "/v1/tenants/{tenant_id}/cloud-organizations"),
+        ("get", "/v1/tenants/{tenant_id}/cloud-organizations"),
     ];
     for (method, path) in expected {
         assert!(
@@ -116,7 +121,7 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         .collect();
     assert_eq!(
         names,
-        ["audit_trail", "billing", "digests", "directory"],
+        ["audit_trail", "billing", "cloud", "digests", "directory"],
         "no Kafka publisher without brokers"
     );
 }

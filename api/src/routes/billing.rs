@@ -289,8 +289,7 @@ async fn owner_command(
     state.ensure_subscription(tenant_id).await?;
     let now = state.clock.now();
     let usage = Usage {
-        // Cloud accounts join the usage once their aggregate exists.
-        accounts: 0,
+        accounts: state.cloud_accounts.load(tenant_id).await?.connected(),
         members: state.tenants.load(tenant_id).await?.seats_used(now),
     };
     let committed = state

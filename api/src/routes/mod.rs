@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auditors;
 pub mod billing;
+pub mod cloud;
 pub mod health;
 pub mod invitations;
 pub mod members;

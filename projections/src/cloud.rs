@@ -1,0 +1,124 @@
+//! Cloud read models: connected accounts (with their status, so usage counts
+//! only connected ones) and registered organizations, copied from events.
+
+use crate::event::StoredEvent;
+use crate::runtime::Subscriber;
+use anyhow::Context;
+use async_trait::async_trait;
+use coverwatch_domain::cloud::{AccountSource, CloudAccountsEvent, CloudOrganizationEvent};
+use sqlx::PgConnection;
+
+pub struct Cloud;
+
+#[async_trait]
+impl Subscriber for Cloud {
+    fn name(&self) -> &'static str {
+        "cloud"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["cloud_accounts", "cloud_organizations"]
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "cloud_accounts" => {
+                    let decoded: CloudAccountsEvent = serde_json::from_value(event.payload.clone())
+                        .with_context(|| format!("decoding a cloud account event at {}", event.position))?;
+                    account(conn, event, decoded).await?;
+                }
+                "cloud_organization" => {
+                    let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())
+                        .with_context(|| format!("decoding a cloud organization event at {}", event.position))?;
+                    organization(conn, event, decoded).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAccountsEvent) -> anyhow::Result<()> {
+    match decoded {
+        CloudAccountsEvent::CloudAccountConnected { tenant_id, account } => {
+            let (source, organization_id) = match account.source {
+                AccountSource::Standalone => ("standalone", None),
+                AccountSource::Organization(id) => ("organization", Some(id)),
+            };
+            // A reconnected account takes its new description; replays of
+            // the same event write the same row.
+            sqlx::query(
+                "INSERT INTO cloud_accounts (tenant_id, account_id, alias, region, role_arn, environment, status,
+                        source, organization_id, connected_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'connected', $7, $8, $9, $9)
+                 ON CONFLICT (tenant_id, account_id) DO UPDATE SET
+                    alias = excluded.alias, region = excluded.region, role_arn = excluded.role_arn,
+                    environment = excluded.environment, status = 'connected', source = excluded.source,
+                    organization_id = excluded.organization_id, connected_at = excluded.connected_at,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(tenant_id)
+            .bind(account.account_id.as_str())
+            .bind(&account.alias)
+            .bind(account.region.as_str())
+            .bind(account.role_arn.as_str())
+            .bind(account.environment.as_str())
+            .bind(source)
+            .bind(organization_id)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        CloudAccountsEvent::CloudAccountDisconnected { tenant_id, account_id } => {
+            sqlx::query(
+                "UPDATE cloud_accounts SET status = 'disconnected', updated_at = $3
+                  WHERE tenant_id = $1 AND account_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(account_id.as_str())
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn organization(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    decoded: CloudOrganizationEvent,
+) -> anyhow::Result<()> {
+    match decoded {
+        CloudOrganizationEvent::CloudOrganizationRegistered {
+            organization_id,
+            tenant_id,
+            provider,
+            external_org_id,
+            management_account_id,
+            role_arn,
+            external_id,
+            name,
+        } => {
+            sqlx::query(
+                "INSERT INTO cloud_organizations (id, tenant_id, provider, external_org_id, management_account_id,
+                        role_arn, external_id, name, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(organization_id)
+            .bind(tenant_id)
+            .bind(provider.as_str())
+            .bind(external_org_id)
+            .bind(management_account_id.as_str())
+            .bind(role_arn.as_str())
+            .bind(external_id)
+            .bind(name.as_str())
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}

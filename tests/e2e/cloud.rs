@@ -1,0 +1,212 @@
+//! Cloud accounts and organizations against the plan: the account limit and
+//! organization features, decided by the aggregates, under concurrency.
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestTenant, expect_status, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn account(id: &str, environment: &str) -> Value {
+    json!({
+        "account_id": id,
+        "alias": format!("acct-{id}"),
+        "region": "eu-west-1",
+        "role_arn": format!("arn:aws:iam::{id}:role/CoverwatchAudit"),
+        "environment": environment,
+    })
+}
+
+async fn connect(app: &TestApp, tenant: &TestTenant, body: Value) -> reqwest::Response {
+    app.post(&format!("/v1/tenants/{}/cloud-accounts", tenant.id), &tenant.key, body)
+        .await
+}
+
+async fn overrides(app: &TestApp, tenant: &TestTenant, body: Value) {
+    let response = app
+        .request(
+            Method::PUT,
+            &format!("/v1/admin/tenants/{}/overrides", tenant.id),
+            Some(ADMIN_TOKEN),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn only_connected_accounts_count_against_the_plan() {
+    let app = spawn_app().await;
+    let tenant = app.create_free_tenant("one-account").await;
+    let first = expect_status(
+        connect(&app, &tenant, account("111111111111", "production")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(first["status"], "connected");
+    assert_eq!(first["source"], "standalone");
+
+    let refused = expect_status(
+        connect(&app, &tenant, account("222222222222", "staging")).await,
+        StatusCode::PAYMENT_REQUIRED,
+    )
+    .await;
+    assert_eq!(refused["type"], "https://coverwatch.dev/problems/plan-limit");
+    assert_eq!(refused["metric"], "cloud_accounts");
+    assert_eq!(
+        (refused["used"].as_u64(), refused["limit"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(refused["upgrade_url"].is_string());
+
+    let usage_path = format!("/v1/tenants/{}/usage", tenant.id);
+    let usage = expect_status(app.get(&usage_path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(usage["metrics"]["cloud_accounts"]["used"], 1);
+    assert_eq!(usage["metrics"]["cloud_accounts"]["percent"], 100.0);
+
+    // Disconnected: still listed, no longer counted.
+    let disconnected = expect_status(
+        app.post(
+            &format!("/v1/tenants/{}/cloud-accounts/111111111111/disconnect", tenant.id),
+            &tenant.key,
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(disconnected["status"], "disconnected");
+    expect_status(
+        connect(&app, &tenant, account("222222222222", "staging")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let all = expect_status(
+        app.get(&format!("/v1/tenants/{}/cloud-accounts", tenant.id), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let staging = expect_status(
+        app.get(
+            &format!(
+                "/v1/tenants/{}/cloud-accounts?environment=staging&status=connected",
+                tenant.id
+            ),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let ids: Vec<&str> = staging["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["222222222222"]);
+
+    // 100 % of the account limit is recorded once in the period.
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'UsageThresholdCrossed'
+            AND payload::text LIKE '%cloud_accounts%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded, 2,
+        "80 % and 100 %, once each although the limit was reached twice"
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_connects_for_one_free_slot_give_exactly_one_success() {
+    let app = spawn_app().await;
+    let tenant = app.create_free_tenant("racing-accounts").await;
+    overrides(&app, &tenant, json!({"api_rate_per_minute": 1000})).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("{:012}", 100_000_000_000u64 + i)).collect();
+    let responses =
+        futures::future::join_all(ids.iter().map(|id| connect(&app, &tenant, account(id, "production")))).await;
+    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::PAYMENT_REQUIRED).count(),
+        19,
+        "{statuses:?}"
+    );
+    let connected: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'CloudAccountConnected'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(connected, 1);
+}
+
+#[tokio::test]
+async fn organizations_need_the_organization_features_of_the_plan() {
+    let app = spawn_app().await;
+    let tenant = app.create_free_tenant("org-wanted").await;
+    let body = json!({
+        "provider": "aws",
+        "organization_id": "o-a1b2c3d4e5",
+        "management_account_id": "123456789012",
+        "role_arn": "arn:aws:iam::123456789012:role/CoverwatchAudit",
+        "name": "Acme AWS",
+    });
+    let path = format!("/v1/tenants/{}/cloud-organizations", tenant.id);
+    let before = app.event_count().await;
+    let refused = expect_status(app.post(&path, &tenant.key, body.clone()).await, StatusCode::FORBIDDEN).await;
+    assert_eq!(refused["type"], "https://coverwatch.dev/problems/plan-feature");
+    assert_eq!(refused["feature"], "organization features");
+    assert_eq!(refused["required_tier"], "PRO");
+    assert!(refused["upgrade_url"].is_string());
+    assert_eq!(app.event_count().await, before, "nothing written");
+
+    overrides(&app, &tenant, json!({"org_features": true})).await;
+    let created = expect_status(app.post(&path, &tenant.key, body).await, StatusCode::CREATED).await;
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["external_id"], format!("coverwatch-{}", tenant.id));
+    let listed = expect_status(app.get(&path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_account_input_is_refused_field_by_field_and_writes_nothing() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("careful-cloud").await;
+    let before = app.event_count().await;
+    let problem = expect_status(
+        connect(
+            &app,
+            &tenant,
+            json!({"account_id": "12345", "region": "mars-1", "role_arn": "arn:aws:iam::1:user/x", "environment": "prod"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["account_id", "region", "role_arn", "environment"]);
+    let org = app
+        .post(
+            &format!("/v1/tenants/{}/cloud-organizations", tenant.id),
+            &tenant.key,
+            json!({"provider": "aws", "organization_id": "o-a1b2c3d4e5", "management_account_id": "123456789012",
+                   "role_arn": "arn:aws:iam::999999999999:role/X", "name": "Wrong account"}),
+        )
+        .await;
+    // The tier lacks organization features: that answer comes first.
+    expect_status(org, StatusCode::FORBIDDEN).await;
+    assert_eq!(app.event_count().await, before);
+}
