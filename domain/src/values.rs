@@ -52,6 +52,8 @@ macro_rules! string_value {
     };
 }
 
+pub(crate) use string_value;
+
 /// A tenant's URL-safe unique name: 3–63 chars of a-z, 0-9 and inner hyphens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -89,21 +89,6 @@ async fn checkout(billed: &Billed, tenant: &TestTenant, tier: &str, cycle: &str)
     (session, customer)
 }
 
-/// The platform admin's per-tenant overrides.
-async fn set_overrides(app: &TestApp, tenant: &TestTenant, overrides: Value) -> Value {
-    let response = app
-        .request(
-            Method::PUT,
-            &format!("/v1/admin/tenants/{}/overrides", tenant.id),
-            Some(ADMIN_TOKEN),
-        )
-        .json(&overrides)
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, StatusCode::OK).await
-}
-
 async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
 }
@@ -554,7 +539,7 @@ async fn twenty_concurrent_invitations_for_one_free_seat_give_exactly_one_succes
     let app = spawn_app().await;
     let tenant = app.create_free_tenant("one-seat").await;
     // FREE allows 1 member (the owner); an override leaves one free seat.
-    set_overrides(&app, &tenant, json!({"max_members": 2})).await;
+    app.set_overrides(&tenant, json!({"max_members": 2})).await;
     let path = format!("/v1/tenants/{}/invitations", tenant.id);
     let requests = (0..20).map(|i| {
         app.post(
@@ -588,7 +573,7 @@ async fn twenty_concurrent_invitations_for_one_free_seat_give_exactly_one_succes
 async fn usage_meters_members_and_requests_and_records_thresholds_once_per_period() {
     let app = spawn_app().await;
     let tenant = app.create_free_tenant("metered").await;
-    set_overrides(&app, &tenant, json!({"max_members": 5})).await;
+    app.set_overrides(&tenant, json!({"max_members": 5})).await;
     for i in 0..3 {
         app.add_member(&tenant, &format!("m{i}@metered.test"), "analyst").await;
     }
@@ -676,7 +661,7 @@ async fn the_api_rate_of_the_plan_is_enforced_per_tenant_with_retry_after() {
     let app = spawn_app().await;
     let limited = app.create_free_tenant("limited").await;
     let other = app.create_free_tenant("unaffected").await;
-    set_overrides(&app, &limited, json!({"api_rate_per_minute": 5})).await;
+    app.set_overrides(&limited, json!({"api_rate_per_minute": 5})).await;
     let mut statuses = vec![];
     for _ in 0..8 {
         let response = app.get(&format!("/v1/tenants/{}", limited.id), &limited.key).await;

@@ -1,8 +1,8 @@
 //! Cloud accounts and organizations against the plan: the account limit and
 //! organization features, decided by the aggregates, under concurrency.
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, TestTenant, expect_status, spawn_app};
-use reqwest::{Method, StatusCode};
+use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn account(id: &str, environment: &str) -> Value {
@@ -18,20 +18,6 @@ fn account(id: &str, environment: &str) -> Value {
 async fn connect(app: &TestApp, tenant: &TestTenant, body: Value) -> reqwest::Response {
     app.post(&format!("/v1/tenants/{}/cloud-accounts", tenant.id), &tenant.key, body)
         .await
-}
-
-async fn overrides(app: &TestApp, tenant: &TestTenant, body: Value) {
-    let response = app
-        .request(
-            Method::PUT,
-            &format!("/v1/admin/tenants/{}/overrides", tenant.id),
-            Some(ADMIN_TOKEN),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -126,7 +112,7 @@ async fn only_connected_accounts_count_against_the_plan() {
 async fn twenty_concurrent_connects_for_one_free_slot_give_exactly_one_success() {
     let app = spawn_app().await;
     let tenant = app.create_free_tenant("racing-accounts").await;
-    overrides(&app, &tenant, json!({"api_rate_per_minute": 1000})).await;
+    app.set_overrides(&tenant, json!({"api_rate_per_minute": 1000})).await;
     let ids: Vec<String> = (0..20).map(|i| format!("{:012}", 100_000_000_000u64 + i)).collect();
     let responses =
         futures::future::join_all(ids.iter().map(|id| connect(&app, &tenant, account(id, "production")))).await;
@@ -168,7 +154,7 @@ async fn organizations_need_the_organization_features_of_the_plan() {
     assert!(refused["upgrade_url"].is_string());
     assert_eq!(app.event_count().await, before, "nothing written");
 
-    overrides(&app, &tenant, json!({"org_features": true})).await;
+    app.set_overrides(&tenant, json!({"org_features": true})).await;
     let created = expect_status(app.post(&path, &tenant.key, body).await, StatusCode::CREATED).await;
     assert_eq!(created["status"], "pending");
     assert_eq!(created["external_id"], format!("coverwatch-{}", tenant.id));

@@ -205,18 +205,27 @@ impl TestApp {
     /// the member limit and the API rate): for tests about everything else.
     pub async fn create_tenant(&self, slug: &str) -> TestTenant {
         let tenant = self.create_free_tenant(slug).await;
+        self.set_overrides(
+            &tenant,
+            json!({"max_members": "unlimited", "api_rate_per_minute": 1_000_000}),
+        )
+        .await;
+        tenant
+    }
+
+    /// The platform admin's per-tenant plan overrides.
+    pub async fn set_overrides(&self, tenant: &TestTenant, overrides: Value) -> Value {
         let response = self
             .request(
                 Method::PUT,
                 &format!("/v1/admin/tenants/{}/overrides", tenant.id),
                 Some(ADMIN_TOKEN),
             )
-            .json(&json!({"max_members": "unlimited", "api_rate_per_minute": 1_000_000}))
+            .json(&overrides)
             .send()
             .await
             .unwrap();
-        expect_status(response, StatusCode::OK).await;
-        tenant
+        expect_status(response, StatusCode::OK).await
     }
 
     /// A tenant on the FREE plan as sign-up leaves it.

@@ -1,41 +1,15 @@
 //! Parsed cloud identifiers: AWS account ids, IAM role ARNs, regions, and the
 //! small enumerations accounts and organizations are described with.
 
-use crate::values::InvalidValue;
+use crate::values::{InvalidValue, string_value};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-macro_rules! text_value {
-    ($name:ident) => {
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = InvalidValue;
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-    };
-}
 
 /// An AWS account id: exactly 12 digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AwsAccountId(String);
-text_value!(AwsAccountId);
+string_value!(AwsAccountId, "AwsAccountId");
 
 impl AwsAccountId {
     pub fn parse(input: &str) -> Result<Self, InvalidValue> {
@@ -54,7 +28,7 @@ impl AwsAccountId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RoleArn(String);
-text_value!(RoleArn);
+string_value!(RoleArn, "RoleArn");
 
 impl RoleArn {
     pub fn parse(input: &str) -> Result<Self, InvalidValue> {
@@ -93,7 +67,7 @@ impl RoleArn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Region(String);
-text_value!(Region);
+string_value!(Region, "Region");
 
 impl Region {
     pub fn parse(input: &str) -> Result<Self, InvalidValue> {
