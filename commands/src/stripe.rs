@@ -1,7 +1,10 @@
 //! Stripe: the API client (async-stripe's, pointed at `STRIPE_API_BASE` in
-//! tests), webhook signature verification, and the lenient models that turn
-//! Stripe's objects, from API responses or webhook bodies, into the
-//! Subscription aggregate's [`StripeFact`]s.
+//! tests) with its typed checkout and billing portal sessions, webhook
+//! signature verification, and lenient models for customers, subscriptions
+//! and invoices (async-stripe's generated models require fields that
+//! localstripe's older objects lack) that turn Stripe's objects, from API
+//! responses or webhook bodies, into the Subscription aggregate's
+//! [`StripeFact`]s.
 
 use chrono::{DateTime, TimeZone, Utc};
 use coverwatch_domain::plans::{BillingCycle, PlanCatalog, Tier};
@@ -11,7 +14,9 @@ use coverwatch_domain::subscription::{
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_checkout::checkout_session::{CreateCheckoutSession, CreateCheckoutSessionLineItems};
 use stripe_client_core::{RequestBuilder, StripeMethod};
 use uuid::Uuid;
 
@@ -107,41 +112,41 @@ impl StripeClient {
             BillingCycle::Monthly => "monthly",
             BillingCycle::Annual => "annual",
         };
-        let form = [
-            ("mode", "subscription".to_owned()),
-            ("customer", customer_id.to_owned()),
-            ("client_reference_id", tenant_id.to_string()),
-            ("line_items[0][price]", price_id.to_owned()),
-            ("line_items[0][quantity]", "1".to_owned()),
-            ("success_url", success_url.to_owned()),
-            ("cancel_url", cancel_url.to_owned()),
-            ("metadata[tenant_id]", tenant_id.to_string()),
-            ("metadata[tier]", tier.to_string()),
-            ("metadata[cycle]", cycle.to_owned()),
-            ("subscription_data[metadata][tenant_id]", tenant_id.to_string()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v));
-        let session: UrlObject = Self::parse(
-            self.call(StripeMethod::Post, "/checkout/sessions", &form).await?,
-            "checkout session",
-        )?;
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(price_id.to_owned());
+        item.quantity = Some(1);
+        let metadata = HashMap::from([
+            ("tenant_id".to_owned(), tenant_id.to_string()),
+            ("tier".to_owned(), tier.to_string()),
+            ("cycle".to_owned(), cycle.to_owned()),
+        ]);
+        let session = CreateCheckoutSession::new()
+            .mode(stripe_checkout::CheckoutSessionMode::Subscription)
+            .customer(customer_id)
+            .client_reference_id(tenant_id.to_string())
+            .line_items(vec![item])
+            .success_url(success_url)
+            .cancel_url(cancel_url)
+            .metadata(metadata)
+            .send(&self.client)
+            .await
+            .map_err(|e| StripeCallError(e.to_string()))?;
         Ok(CheckoutSession {
             url: session
                 .url
                 .ok_or_else(|| StripeCallError("the checkout session has no url".into()))?,
-            id: session.id,
+            id: session.id.to_string(),
         })
     }
 
     pub async fn create_portal_session(&self, customer_id: &str, return_url: &str) -> Result<String, StripeCallError> {
-        let form = [("customer", customer_id), ("return_url", return_url)].map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let session: UrlObject = Self::parse(
-            self.call(StripeMethod::Post, "/billing_portal/sessions", &form).await?,
-            "billing portal session",
-        )?;
-        session
-            .url
-            .ok_or_else(|| StripeCallError("the portal session has no url".into()))
+        let session = CreateBillingPortalSession::new()
+            .customer(customer_id)
+            .return_url(return_url)
+            .send(&self.client)
+            .await
+            .map_err(|e| StripeCallError(e.to_string()))?;
+        Ok(session.url)
     }
 
     pub async fn retrieve_subscription(&self, subscription_id: &str) -> Result<SubscriptionObject, StripeCallError> {
@@ -191,12 +196,6 @@ impl BillingGateway for StripeClient {
 #[derive(Deserialize)]
 struct IdOnly {
     id: String,
-}
-
-#[derive(Deserialize)]
-struct UrlObject {
-    id: String,
-    url: Option<String>,
 }
 
 /// Stripe's `customer` fields: an id, or the expanded object.
