@@ -26,6 +26,7 @@ CREATE TABLE cloud_organizations (
     role_arn              text        NOT NULL,
     external_id           text        NOT NULL,
     name                  text        NOT NULL,
+    member_role_name      text        NOT NULL,
     status                text        NOT NULL,
     created_at            timestamptz NOT NULL
 );

@@ -87,6 +87,10 @@ pub struct Settings {
     /// Per-tenant API rate limits of the plan (requests per minute).
     #[serde(default = "yes")]
     pub rate_limits: bool,
+    /// Coverwatch's AWS principal: the audit roles in tenants' accounts trust
+    /// it (with the tenant's external id).
+    #[serde(default = "default_aws_principal")]
+    pub aws_principal_arn: String,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -142,6 +146,10 @@ fn default_public_url() -> String {
 }
 fn default_settle_interval() -> u64 {
     60_000
+}
+fn default_aws_principal() -> String {
+    // A placeholder for local use; production sets its own account.
+    "arn:aws:iam::000000000000:root".into()
 }
 fn default_log_format() -> String {
     "pretty".into()

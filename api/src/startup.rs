@@ -318,6 +318,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud::connect_account, cloud::list_accounts))
         .routes(routes!(cloud::disconnect_account))
         .routes(routes!(cloud::register_organization, cloud::list_organizations))
+        .routes(routes!(cloud::role_template))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))
         .routes(routes!(admin_billing::put_overrides))

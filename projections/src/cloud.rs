@@ -101,11 +101,12 @@ async fn organization(
             role_arn,
             external_id,
             name,
+            member_role_name,
         } => {
             sqlx::query(
                 "INSERT INTO cloud_organizations (id, tenant_id, provider, external_org_id, management_account_id,
-                        role_arn, external_id, name, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) ON CONFLICT (id) DO NOTHING",
+                        role_arn, external_id, name, member_role_name, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10) ON CONFLICT (id) DO NOTHING",
             )
             .bind(organization_id)
             .bind(tenant_id)
@@ -115,6 +116,7 @@ async fn organization(
             .bind(role_arn.as_str())
             .bind(external_id)
             .bind(name.as_str())
+            .bind(member_role_name)
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;

@@ -160,6 +160,38 @@ async fn organizations_need_the_organization_features_of_the_plan() {
     assert_eq!(created["external_id"], format!("coverwatch-{}", tenant.id));
     let listed = expect_status(app.get(&path, &tenant.key).await, StatusCode::OK).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(created["member_role_name"], "CoverwatchAudit");
+
+    // The audit role, with this tenant's external id, in both formats.
+    let template_path = format!("{path}/{}/role-template", created["id"].as_str().unwrap());
+    let response = app.get(&template_path, &tenant.key).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let cloudformation: Value = response.json().await.unwrap();
+    let role = &cloudformation["Resources"]["CoverwatchAuditRole"]["Properties"];
+    assert_eq!(role["RoleName"], "CoverwatchAudit");
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        format!("coverwatch-{}", tenant.id)
+    );
+    let terraform = app
+        .get(&format!("{template_path}?format=terraform"), &tenant.key)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(terraform.contains(&format!(r#""sts:ExternalId": "coverwatch-{}""#, tenant.id)));
+    expect_status(
+        app.get(&format!("{template_path}?format=yaml"), &tenant.key).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let stranger = app.create_tenant("org-stranger").await;
+    let foreign = format!(
+        "/v1/tenants/{}/cloud-organizations/{}/role-template",
+        stranger.id,
+        created["id"].as_str().unwrap()
+    );
+    expect_status(app.get(&foreign, &stranger.key).await, StatusCode::NOT_FOUND).await;
 }
 
 #[tokio::test]

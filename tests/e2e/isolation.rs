@@ -69,7 +69,9 @@ async fn a_foreign_key_gets_404_on_every_tenant_route() {
                 .replace("{tenant_id}", &victim.id)
                 .replace("{member_id}", &victim_member)
                 .replace("{key_id}", &victim_key_id)
-                .replace("{invitation_id}", invitation["id"].as_str().unwrap());
+                .replace("{invitation_id}", invitation["id"].as_str().unwrap())
+                .replace("{org_id}", &uuid::Uuid::now_v7().to_string())
+                .replace("{account_id}", "123456789012");
             if method == "delete" && template == "/v1/tenants/{tenant_id}" {
                 path.push_str("?confirm_slug=victim");
             }

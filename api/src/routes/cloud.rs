@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use coverwatch_commands::billing::RETRIES;
+use coverwatch_domain::cloud::role_template::RoleTemplate;
 use coverwatch_domain::cloud::values::{AwsAccountId, Environment, Provider, Region, RoleArn};
 use coverwatch_domain::cloud::{AccountSource, CloudAccountsCommand, CloudOrganizationCommand, NewAccount};
 use coverwatch_domain::values::{Name, Role};
@@ -198,6 +199,8 @@ pub struct RegisterOrganization {
     /// The role Coverwatch assumes in the management account.
     pub role_arn: String,
     pub name: String,
+    /// The audit role's name in member accounts (default CoverwatchAudit).
+    pub member_role_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -210,12 +213,13 @@ pub struct CloudOrganizationView {
     /// The external id the role's trust policy must require: the tenant's.
     pub external_id: String,
     pub name: String,
+    pub member_role_name: String,
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
 
-const ORGANIZATION_COLUMNS: &str =
-    "id, provider, external_org_id, management_account_id, role_arn, external_id, name, status, created_at";
+const ORGANIZATION_COLUMNS: &str = "id, provider, external_org_id, management_account_id, role_arn, external_id, name, member_role_name, status, \
+     created_at";
 
 /// Register the tenant's AWS organization (owner or admin). Needs the plan's
 /// organization features (403 with the tier that has them otherwise).
@@ -251,6 +255,10 @@ pub async fn register_organization(
         role_arn: role_arn.unwrap(),
         external_id: format!("coverwatch-{tenant_id}"),
         name: name.unwrap(),
+        member_role_name: body
+            .member_role_name
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|| "CoverwatchAudit".into()),
         org_features: state.billing.entitlements(tenant_id).await?.org_features,
         cheapest_with_org_features: state.catalog.cheapest_with_org_features(),
     };
@@ -300,4 +308,52 @@ pub async fn list_organizations(
     .await?;
     let (items, next_cursor) = page(rows, limit, |o| o.id.to_string());
     Ok(Json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateQuery {
+    /// cloudformation (default) or terraform.
+    pub format: Option<String>,
+}
+
+/// The read-only audit role for the organization's accounts, with the
+/// tenant's external id: a CloudFormation StackSet template (JSON) or a
+/// Terraform module (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/role-template", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), TemplateQuery), security(("api_key" = [])),
+    responses((status = 200, description = "the template", content_type = "text/plain"),
+              (status = 404, body = crate::error::Problem)))]
+pub async fn role_template(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<TemplateQuery>,
+) -> ApiResult<impl IntoResponse> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT member_role_name, external_id FROM cloud_organizations WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(org_id)
+    .bind(tenant_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (role_name, external_id) = row.ok_or_else(|| crate::error::ApiError::NotFound("cloud organization".into()))?;
+    let template = RoleTemplate {
+        role_name: &role_name,
+        trusted_principal_arn: &state.settings.aws_principal_arn,
+        external_id: &external_id,
+    };
+    let (content_type, body) = match query.format.as_deref().unwrap_or("cloudformation") {
+        "cloudformation" => ("application/json", template.cloudformation()),
+        "terraform" => ("text/plain; charset=utf-8", template.terraform()),
+        _ => {
+            return Err(crate::error::ApiError::validation(
+                "format",
+                "must be cloudformation or terraform",
+            ));
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body))
 }

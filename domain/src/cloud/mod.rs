@@ -7,6 +7,7 @@
 mod accounts;
 mod error;
 mod organization;
+pub mod role_template;
 #[cfg(test)]
 mod tests;
 pub mod values;

@@ -53,6 +53,8 @@ pub enum CloudOrganizationCommand {
         role_arn: RoleArn,
         external_id: String,
         name: Name,
+        /// The audit role's name in member accounts.
+        member_role_name: String,
         /// Whether the tenant's plan has organization features now, and the
         /// cheapest tier that does (for the refusal).
         org_features: bool,
@@ -71,6 +73,7 @@ pub enum CloudOrganizationEvent {
         role_arn: RoleArn,
         external_id: String,
         name: Name,
+        member_role_name: String,
     },
 }
 
@@ -115,6 +118,7 @@ impl Aggregate for CloudOrganization {
             role_arn,
             external_id,
             name,
+            member_role_name,
             org_features,
             cheapest_with_org_features,
         } = command;
@@ -135,6 +139,15 @@ impl Aggregate for CloudOrganization {
                 "organization_id must be an AWS organization id such as o-a1b2c3d4e5".into(),
             ));
         }
+        let role_name_ok = (1..=64).contains(&member_role_name.len())
+            && member_role_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+        if !role_name_ok {
+            return Err(CloudError::Rule(
+                "member_role_name must be an IAM role name (1 to 64 of letters, digits and +=,.@_-)".into(),
+            ));
+        }
         if role_arn.account_id() != management_account_id.as_str() {
             return Err(CloudError::Rule("the role must live in the management account".into()));
         }
@@ -148,6 +161,7 @@ impl Aggregate for CloudOrganization {
                 role_arn,
                 external_id,
                 name,
+                member_role_name,
             },
             self,
         )

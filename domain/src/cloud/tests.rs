@@ -113,6 +113,7 @@ fn register(org_features: bool, external_org_id: &str, role_account: &str) -> Cl
         role_arn: RoleArn::parse(&format!("arn:aws:iam::{role_account}:role/CoverwatchAudit")).unwrap(),
         external_id: "cw-tenant-1".into(),
         name: Name::parse("Acme AWS").unwrap(),
+        member_role_name: "CoverwatchAudit".into(),
         org_features,
         cheapest_with_org_features: Tier::Pro,
     }
@@ -128,6 +129,7 @@ fn registered() -> CloudOrganizationEvent {
         role_arn: RoleArn::parse("arn:aws:iam::123456789012:role/CoverwatchAudit").unwrap(),
         external_id: "cw-tenant-1".into(),
         name: Name::parse("Acme AWS").unwrap(),
+        member_role_name: "CoverwatchAudit".into(),
     }
 }
 
