@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

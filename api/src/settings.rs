@@ -91,6 +91,17 @@ pub struct Settings {
     /// it (with the tenant's external id).
     #[serde(default = "default_aws_principal")]
     pub aws_principal_arn: String,
+    /// The AWS endpoint (`AWS_ENDPOINT_URL`; tests point it at moto).
+    #[serde(default)]
+    pub aws_endpoint_url: Option<String>,
+    #[serde(default = "default_aws_region")]
+    pub aws_region: String,
+    /// Base credentials for assuming tenants' roles; without them the AWS
+    /// SDK's default chain (environment, profile, instance role).
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<SecretString>,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -150,6 +161,9 @@ fn default_settle_interval() -> u64 {
 fn default_aws_principal() -> String {
     // A placeholder for local use; production sets its own account.
     "arn:aws:iam::000000000000:root".into()
+}
+fn default_aws_region() -> String {
+    "us-east-1".into()
 }
 fn default_log_format() -> String {
     "pretty".into()
@@ -263,6 +277,22 @@ impl Settings {
         let client =
             coverwatch_commands::stripe::StripeClient::new(key.expose_secret(), self.stripe_api_base.as_deref())?;
         Ok(Some(client))
+    }
+
+    /// Where discovery's AWS SDK goes, with which base credentials.
+    pub fn aws(&self) -> coverwatch_commands::aws::AwsSettings {
+        use secrecy::ExposeSecret;
+        coverwatch_commands::aws::AwsSettings {
+            endpoint_url: self
+                .aws_endpoint_url
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+            region: self.aws_region.clone(),
+            access_key: match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+                (Some(id), Some(secret)) => Some((id.clone(), secret.expose_secret().to_owned())),
+                _ => None,
+            },
+        }
     }
 
     /// Defaults only (tests and the benchmark fill in what they need).

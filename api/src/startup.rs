@@ -150,6 +150,7 @@ impl Application {
             billing: billing.clone(),
             cloud_accounts,
             cloud_organizations,
+            discovery: coverwatch_commands::aws::Discovery::new(&settings.aws()).await,
             catalog,
             rate_limiter: Arc::default(),
             progress,
@@ -319,6 +320,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud::disconnect_account))
         .routes(routes!(cloud::register_organization, cloud::list_organizations))
         .routes(routes!(cloud::role_template))
+        .routes(routes!(cloud::discover))
+        .routes(routes!(cloud::discovery_run))
+        .routes(routes!(cloud::members))
+        .routes(routes!(cloud::hierarchy))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))
         .routes(routes!(admin_billing::put_overrides))

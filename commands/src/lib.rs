@@ -3,6 +3,7 @@
 //! the global order so callers can wait for read models (read-your-writes).
 //! The Stripe client and webhook verification live here too.
 
+pub mod aws;
 pub mod billing;
 pub mod error;
 pub mod executor;

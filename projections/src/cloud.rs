@@ -5,6 +5,7 @@ use crate::event::StoredEvent;
 use crate::runtime::Subscriber;
 use anyhow::Context;
 use async_trait::async_trait;
+use coverwatch_domain::cloud::hierarchy::path;
 use coverwatch_domain::cloud::{AccountSource, CloudAccountsEvent, CloudOrganizationEvent};
 use sqlx::PgConnection;
 
@@ -17,7 +18,12 @@ impl Subscriber for Cloud {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["cloud_accounts", "cloud_organizations"]
+        &[
+            "cloud_accounts",
+            "cloud_organizations",
+            "cloud_org_units",
+            "cloud_org_members",
+        ]
     }
 
     async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
@@ -31,7 +37,8 @@ impl Subscriber for Cloud {
                 "cloud_organization" => {
                     let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())
                         .with_context(|| format!("decoding a cloud organization event at {}", event.position))?;
-                    organization(conn, event, decoded).await?;
+                    let organization_id: uuid::Uuid = event.aggregate_id.parse().context("organization id")?;
+                    organization(conn, event, organization_id, decoded).await?;
                 }
                 _ => {}
             }
@@ -89,8 +96,10 @@ async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAcc
 async fn organization(
     conn: &mut PgConnection,
     event: &StoredEvent,
+    organization_id: uuid::Uuid,
     decoded: CloudOrganizationEvent,
 ) -> anyhow::Result<()> {
+    use CloudOrganizationEvent as E;
     match decoded {
         CloudOrganizationEvent::CloudOrganizationRegistered {
             organization_id,
@@ -120,6 +129,65 @@ async fn organization(
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
+        }
+        E::OrganizationalUnitFound { ou } | E::OrganizationalUnitMoved { ou, .. } => {
+            sqlx::query(
+                "INSERT INTO cloud_org_units (organization_id, ou_id, name, parent_id, path, path_ids)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (organization_id, ou_id) DO UPDATE SET name = excluded.name,
+                    parent_id = excluded.parent_id, path = excluded.path, path_ids = excluded.path_ids",
+            )
+            .bind(organization_id)
+            .bind(&ou.id)
+            .bind(&ou.name)
+            .bind(&ou.parent_id)
+            .bind(path(&ou.path_names))
+            .bind(&ou.path_ids)
+            .execute(&mut *conn)
+            .await?;
+        }
+        E::OrganizationalUnitRemoved { id, .. } => {
+            sqlx::query("DELETE FROM cloud_org_units WHERE organization_id = $1 AND ou_id = $2")
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::MemberAccountFound { account }
+        | E::MemberAccountMoved { account, .. }
+        | E::MemberAccountStatusChanged { account, .. } => {
+            sqlx::query(
+                "INSERT INTO cloud_org_members (organization_id, account_id, name, email, aws_status, parent_id,
+                        path, path_ids)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (organization_id, account_id) DO UPDATE SET name = excluded.name,
+                    email = excluded.email, aws_status = excluded.aws_status, parent_id = excluded.parent_id,
+                    path = excluded.path, path_ids = excluded.path_ids",
+            )
+            .bind(organization_id)
+            .bind(&account.id)
+            .bind(&account.name)
+            .bind(&account.email)
+            .bind(&account.status)
+            .bind(&account.parent_id)
+            .bind(path(&account.path_names))
+            .bind(&account.path_ids)
+            .execute(&mut *conn)
+            .await?;
+        }
+        E::MemberAccountRemoved { id, .. } => {
+            sqlx::query("DELETE FROM cloud_org_members WHERE organization_id = $1 AND account_id = $2")
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::DiscoveryCompleted { status, .. } => {
+            sqlx::query("UPDATE cloud_organizations SET status = $2 WHERE id = $1")
+                .bind(organization_id)
+                .bind(status.as_str())
+                .execute(&mut *conn)
+                .await?;
         }
     }
     Ok(())

@@ -71,7 +71,8 @@ async fn a_foreign_key_gets_404_on_every_tenant_route() {
                 .replace("{key_id}", &victim_key_id)
                 .replace("{invitation_id}", invitation["id"].as_str().unwrap())
                 .replace("{org_id}", &uuid::Uuid::now_v7().to_string())
-                .replace("{account_id}", "123456789012");
+                .replace("{account_id}", "123456789012")
+                .replace("{run_id}", &uuid::Uuid::now_v7().to_string());
             if method == "delete" && template == "/v1/tenants/{tenant_id}" {
                 path.push_str("?confirm_slug=victim");
             }

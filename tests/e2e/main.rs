@@ -5,6 +5,7 @@ mod audit;
 mod billing;
 mod cloud;
 mod crash;
+mod discovery;
 mod errors;
 mod event_log;
 mod helpers;

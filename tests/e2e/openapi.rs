@@ -66,6 +66,13 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("post", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/disconnect"),
         ("post", "/v1/tenants/{tenant_id}/cloud-organizations"),
         ("get", "/v1/tenants/{tenant_id}/cloud-organizations"),
+        ("post", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/discover"),
+        (
+            "get",
+            "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/discover/{run_id}",
+        ),
+        ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/hierarchy"),
+        ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members"),
         (
             "get",
             "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/role-template",

@@ -357,3 +357,211 @@ pub async fn role_template(
     };
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscoveryStarted {
+    pub run_id: Uuid,
+}
+
+async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<(String, String)> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT role_arn, external_id FROM cloud_organizations WHERE id = $1 AND tenant_id = $2")
+            .bind(org_id)
+            .bind(tenant_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    row.ok_or_else(|| crate::error::ApiError::NotFound("cloud organization".into()))
+}
+
+/// Start discovering the organization's hierarchy in the background (owner
+/// or admin): 202 with the run's id.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/discover", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path)), security(("api_key" = [])),
+    responses((status = 202, body = DiscoveryStarted), (status = 403, body = crate::error::Problem)))]
+pub async fn discover(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<impl IntoResponse> {
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    member.require(Role::can_administer, "only an owner or admin runs discovery")?;
+    let (role_arn, external_id) = organization_of(&state, tenant_id, org_id).await?;
+    if !state.billing.entitlements(tenant_id).await?.org_features {
+        return Err(crate::error::ApiError::PlanFeature {
+            feature: "organization features".into(),
+            required_tier: state.catalog.cheapest_with_org_features().to_string(),
+        });
+    }
+    let run_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO discovery_runs (run_id, organization_id, tenant_id, status, started_at)
+         VALUES ($1, $2, $3, 'running', $4)",
+    )
+    .bind(run_id)
+    .bind(org_id)
+    .bind(tenant_id)
+    .bind(state.clock.now())
+    .execute(&state.pool)
+    .await?;
+    let metadata = member.metadata(&info);
+    tokio::spawn(crate::discovery::run(
+        state.clone(),
+        org_id,
+        run_id,
+        role_arn,
+        external_id,
+        metadata,
+    ));
+    Ok((StatusCode::ACCEPTED, Json(DiscoveryStarted { run_id })))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct DiscoveryRunView {
+    pub run_id: Uuid,
+    /// running, done, partial or failed.
+    pub status: String,
+    pub pages: i64,
+    pub ous: i64,
+    pub accounts: i64,
+    #[schema(value_type = Vec<String>)]
+    pub errors: sqlx::types::Json<Vec<String>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A discovery run's progress (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/discover/{run_id}", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), ("run_id" = Uuid, Path)), security(("api_key" = [])),
+    responses((status = 200, body = DiscoveryRunView), (status = 404, body = crate::error::Problem)))]
+pub async fn discovery_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id, run_id)): ApiPath<(Uuid, Uuid, Uuid)>,
+) -> ApiResult<Json<DiscoveryRunView>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let run: Option<DiscoveryRunView> = sqlx::query_as(
+        "SELECT run_id, status, pages, ous, accounts, errors, started_at, finished_at FROM discovery_runs
+          WHERE run_id = $1 AND organization_id = $2 AND tenant_id = $3",
+    )
+    .bind(run_id)
+    .bind(org_id)
+    .bind(tenant_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    run.map(Json)
+        .ok_or_else(|| crate::error::ApiError::NotFound("discovery run".into()))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MemberView {
+    pub account_id: String,
+    pub name: String,
+    pub email: String,
+    /// AWS's status (ACTIVE, SUSPENDED, ...).
+    pub aws_status: String,
+    pub parent_id: String,
+    pub path: String,
+    pub path_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MemberQuery {
+    /// `Root/Production` selects that subtree.
+    pub path_prefix: Option<String>,
+    /// AWS status, e.g. ACTIVE.
+    pub status: Option<String>,
+}
+
+/// The organization's discovered member accounts (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), MemberQuery), security(("api_key" = [])),
+    responses((status = 200, body = Vec<MemberView>)))]
+pub async fn members(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<MemberQuery>,
+) -> ApiResult<Json<Vec<MemberView>>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
+    let rows: Vec<MemberView> = sqlx::query_as(
+        "SELECT account_id, name, email, aws_status, parent_id, path, path_ids FROM cloud_org_members
+          WHERE organization_id = $1
+            AND ($2::text IS NULL OR path = $2 OR starts_with(path, $2 || '/'))
+            AND ($3::text IS NULL OR aws_status = $3)
+          ORDER BY path, account_id",
+    )
+    .bind(org_id)
+    .bind(prefix)
+    .bind(query.status)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HierarchyNode {
+    pub id: String,
+    pub name: String,
+    pub path: String,
+    pub accounts: Vec<String>,
+    #[schema(no_recursion)]
+    pub children: Vec<HierarchyNode>,
+}
+
+/// The organization's hierarchy as a tree from the root (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/hierarchy", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path)), security(("api_key" = [])),
+    responses((status = 200, body = HierarchyNode)))]
+pub async fn hierarchy(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<HierarchyNode>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let units: Vec<(String, String, String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT ou_id, name, parent_id, path, path_ids FROM cloud_org_units WHERE organization_id = $1 ORDER BY path",
+    )
+    .bind(org_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let accounts: Vec<(String, String)> = sqlx::query_as(
+        "SELECT account_id, parent_id FROM cloud_org_members WHERE organization_id = $1 ORDER BY account_id",
+    )
+    .bind(org_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let root_id = units
+        .iter()
+        .find_map(|u| u.4.first().cloned())
+        .or_else(|| accounts.first().map(|a| a.1.clone()))
+        .unwrap_or_default();
+    fn build(
+        id: &str,
+        name: &str,
+        path: &str,
+        units: &[(String, String, String, String, Vec<String>)],
+        accounts: &[(String, String)],
+    ) -> HierarchyNode {
+        HierarchyNode {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            path: path.to_owned(),
+            accounts: accounts.iter().filter(|a| a.1 == id).map(|a| a.0.clone()).collect(),
+            children: units
+                .iter()
+                .filter(|u| u.2 == id)
+                .map(|u| build(&u.0, &u.1, &u.3, units, accounts))
+                .collect(),
+        }
+    }
+    Ok(Json(build(&root_id, "Root", "Root", &units, &accounts)))
+}

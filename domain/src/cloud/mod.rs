@@ -6,6 +6,7 @@
 
 mod accounts;
 mod error;
+pub mod hierarchy;
 mod organization;
 pub mod role_template;
 #[cfg(test)]

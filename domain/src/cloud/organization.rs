@@ -4,12 +4,14 @@
 
 use super::CloudServices;
 use super::error::CloudError;
+use super::hierarchy::{DiscoveredAccount, DiscoveredHierarchy, DiscoveredOu, path};
 use super::values::{AwsAccountId, Provider, RoleArn};
 use crate::plans::Tier;
 use crate::values::Name;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -40,6 +42,10 @@ pub struct CloudOrganization {
     pub id: Option<Uuid>,
     pub tenant_id: Option<Uuid>,
     pub status: OrganizationStatus,
+    /// The hierarchy as the last discovery recorded it.
+    pub ous: BTreeMap<String, DiscoveredOu>,
+    pub accounts: BTreeMap<String, DiscoveredAccount>,
+    pub runs: BTreeSet<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +66,12 @@ pub enum CloudOrganizationCommand {
         org_features: bool,
         cheapest_with_org_features: Tier,
     },
+    /// What a discovery run found; `errors` are the parts it could not read.
+    RecordDiscovery {
+        run_id: Uuid,
+        hierarchy: DiscoveredHierarchy,
+        errors: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,13 +87,55 @@ pub enum CloudOrganizationEvent {
         name: Name,
         member_role_name: String,
     },
+    OrganizationalUnitFound {
+        ou: DiscoveredOu,
+    },
+    OrganizationalUnitMoved {
+        from_path: String,
+        ou: DiscoveredOu,
+    },
+    OrganizationalUnitRemoved {
+        id: String,
+        path: String,
+    },
+    MemberAccountFound {
+        account: DiscoveredAccount,
+    },
+    MemberAccountMoved {
+        from_path: String,
+        account: DiscoveredAccount,
+    },
+    MemberAccountStatusChanged {
+        from: String,
+        account: DiscoveredAccount,
+    },
+    MemberAccountRemoved {
+        id: String,
+        path: String,
+    },
+    DiscoveryCompleted {
+        run_id: Uuid,
+        ous: u64,
+        accounts: u64,
+        errors: Vec<String>,
+        status: OrganizationStatus,
+    },
 }
 
 impl DomainEvent for CloudOrganizationEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::CloudOrganizationRegistered { .. } => "CloudOrganizationRegistered".to_owned(),
+            Self::CloudOrganizationRegistered { .. } => "CloudOrganizationRegistered",
+            Self::OrganizationalUnitFound { .. } => "OrganizationalUnitFound",
+            Self::OrganizationalUnitMoved { .. } => "OrganizationalUnitMoved",
+            Self::OrganizationalUnitRemoved { .. } => "OrganizationalUnitRemoved",
+            Self::MemberAccountFound { .. } => "MemberAccountFound",
+            Self::MemberAccountMoved { .. } => "MemberAccountMoved",
+            Self::MemberAccountStatusChanged { .. } => "MemberAccountStatusChanged",
+            Self::MemberAccountRemoved { .. } => "MemberAccountRemoved",
+            Self::DiscoveryCompleted { .. } => "DiscoveryCompleted",
         }
+        .to_owned()
     }
 
     fn event_version(&self) -> String {
@@ -109,6 +163,23 @@ impl Aggregate for CloudOrganization {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        if let CloudOrganizationCommand::RecordDiscovery {
+            run_id,
+            hierarchy,
+            errors,
+        } = command
+        {
+            if self.id.is_none() {
+                return Err(CloudError::NotFound("cloud organization"));
+            }
+            if self.runs.contains(&run_id) {
+                return Ok(());
+            }
+            for event in self.changes(run_id, hierarchy, errors) {
+                sink.write(event, self).await;
+            }
+            return Ok(());
+        }
         let CloudOrganizationCommand::Register {
             organization_id,
             tenant_id,
@@ -121,7 +192,10 @@ impl Aggregate for CloudOrganization {
             member_role_name,
             org_features,
             cheapest_with_org_features,
-        } = command;
+        } = command
+        else {
+            unreachable!("discovery is handled above");
+        };
         if !org_features {
             return Err(CloudError::FeatureNotInPlan {
                 feature: "organization features",
@@ -181,6 +255,94 @@ impl Aggregate for CloudOrganization {
                 self.tenant_id = Some(tenant_id);
                 self.status = OrganizationStatus::Pending;
             }
+            CloudOrganizationEvent::OrganizationalUnitFound { ou }
+            | CloudOrganizationEvent::OrganizationalUnitMoved { ou, .. } => {
+                self.ous.insert(ou.id.clone(), ou);
+            }
+            CloudOrganizationEvent::OrganizationalUnitRemoved { id, .. } => {
+                self.ous.remove(&id);
+            }
+            CloudOrganizationEvent::MemberAccountFound { account }
+            | CloudOrganizationEvent::MemberAccountMoved { account, .. }
+            | CloudOrganizationEvent::MemberAccountStatusChanged { account, .. } => {
+                self.accounts.insert(account.id.clone(), account);
+            }
+            CloudOrganizationEvent::MemberAccountRemoved { id, .. } => {
+                self.accounts.remove(&id);
+            }
+            CloudOrganizationEvent::DiscoveryCompleted { run_id, status, .. } => {
+                self.runs.insert(run_id);
+                self.status = status;
+            }
         }
+    }
+}
+
+impl CloudOrganization {
+    /// The events that turn the recorded hierarchy into `found`. Nothing is
+    /// removed when parts could not be read: absence there means nothing.
+    fn changes(&self, run_id: Uuid, found: DiscoveredHierarchy, errors: Vec<String>) -> Vec<CloudOrganizationEvent> {
+        use CloudOrganizationEvent as E;
+        let mut events = vec![];
+        let complete = errors.is_empty();
+        for ou in &found.ous {
+            match self.ous.get(&ou.id) {
+                None => events.push(E::OrganizationalUnitFound { ou: ou.clone() }),
+                Some(known) if known != ou => events.push(E::OrganizationalUnitMoved {
+                    from_path: path(&known.path_names),
+                    ou: ou.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for account in &found.accounts {
+            match self.accounts.get(&account.id) {
+                None => events.push(E::MemberAccountFound {
+                    account: account.clone(),
+                }),
+                Some(known) if known.path_ids != account.path_ids => events.push(E::MemberAccountMoved {
+                    from_path: path(&known.path_names),
+                    account: account.clone(),
+                }),
+                Some(known) if known != account => events.push(E::MemberAccountStatusChanged {
+                    from: known.status.clone(),
+                    account: account.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        if complete {
+            let seen_ous: BTreeSet<&str> = found.ous.iter().map(|o| o.id.as_str()).collect();
+            for (id, ou) in &self.ous {
+                if !seen_ous.contains(id.as_str()) {
+                    events.push(E::OrganizationalUnitRemoved {
+                        id: id.clone(),
+                        path: path(&ou.path_names),
+                    });
+                }
+            }
+            let seen: BTreeSet<&str> = found.accounts.iter().map(|a| a.id.as_str()).collect();
+            for (id, account) in &self.accounts {
+                if !seen.contains(id.as_str()) {
+                    events.push(E::MemberAccountRemoved {
+                        id: id.clone(),
+                        path: path(&account.path_names),
+                    });
+                }
+            }
+        }
+        let status = match (complete, found.accounts.is_empty() && found.ous.is_empty()) {
+            (true, _) => OrganizationStatus::Connected,
+            (false, false) => OrganizationStatus::Partial,
+            (false, true) => OrganizationStatus::Error,
+        };
+        events.push(E::DiscoveryCompleted {
+            run_id,
+            ous: found.ous.len() as u64,
+            accounts: found.accounts.len() as u64,
+            errors,
+            status,
+        });
+        events
     }
 }

@@ -169,3 +169,154 @@ fn the_organization_id_and_the_roles_account_are_checked() {
         .when(register(true, "o-a1b2c3d4e5", "210987654321"))
         .then_expect_error(CloudError::Rule("the role must live in the management account".into()));
 }
+
+mod discovery {
+    use super::*;
+    use crate::cloud::OrganizationStatus;
+    use crate::cloud::hierarchy::{DiscoveredAccount, DiscoveredHierarchy, DiscoveredOu};
+
+    const RUN_1: Uuid = Uuid::from_u128(100);
+    const RUN_2: Uuid = Uuid::from_u128(101);
+
+    fn ou(id: &str, name: &str, parent: (&str, &[&str], &[&str])) -> DiscoveredOu {
+        let (parent_id, names, ids) = parent;
+        DiscoveredOu {
+            id: id.into(),
+            name: name.into(),
+            parent_id: parent_id.into(),
+            path_names: names.iter().map(|s| s.to_string()).chain([name.to_string()]).collect(),
+            path_ids: ids.iter().map(|s| s.to_string()).chain([id.to_string()]).collect(),
+        }
+    }
+
+    fn account(id: &str, status: &str, under: &DiscoveredOu) -> DiscoveredAccount {
+        DiscoveredAccount {
+            id: id.into(),
+            name: format!("acct {id}"),
+            email: format!("{id}@acme.test"),
+            status: status.into(),
+            parent_id: under.id.clone(),
+            path_names: under.path_names.clone(),
+            path_ids: under.path_ids.clone(),
+        }
+    }
+
+    fn tree() -> (DiscoveredOu, DiscoveredOu, DiscoveredHierarchy) {
+        let prod = ou("ou-prod", "Production", ("r-root", &["Root"], &["r-root"]));
+        let web = ou(
+            "ou-web",
+            "Web",
+            ("ou-prod", &["Root", "Production"], &["r-root", "ou-prod"]),
+        );
+        let hierarchy = DiscoveredHierarchy {
+            root_id: "r-root".into(),
+            ous: vec![prod.clone(), web.clone()],
+            accounts: vec![account("111111111111", "ACTIVE", &web)],
+        };
+        (prod, web, hierarchy)
+    }
+
+    fn record(run_id: Uuid, hierarchy: DiscoveredHierarchy, errors: Vec<String>) -> CloudOrganizationCommand {
+        CloudOrganizationCommand::RecordDiscovery {
+            run_id,
+            hierarchy,
+            errors,
+        }
+    }
+
+    fn first_run() -> Vec<CloudOrganizationEvent> {
+        let (prod, web, hierarchy) = tree();
+        vec![
+            registered(),
+            CloudOrganizationEvent::OrganizationalUnitFound { ou: prod },
+            CloudOrganizationEvent::OrganizationalUnitFound { ou: web },
+            CloudOrganizationEvent::MemberAccountFound {
+                account: hierarchy.accounts[0].clone(),
+            },
+            CloudOrganizationEvent::DiscoveryCompleted {
+                run_id: RUN_1,
+                ous: 2,
+                accounts: 1,
+                errors: vec![],
+                status: OrganizationStatus::Connected,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_first_discovery_records_what_it_found_with_paths() {
+        let (_, _, hierarchy) = tree();
+        let mut expected = first_run();
+        expected.remove(0);
+        organizations()
+            .given(vec![registered()])
+            .when(record(RUN_1, hierarchy, vec![]))
+            .then_expect_events(expected);
+    }
+
+    #[test]
+    fn rediscovery_records_moves_status_changes_and_removals() {
+        let (prod, web, _) = tree();
+        // The account moved up to Production and a new suspended one appeared;
+        // Web was deleted.
+        let moved = account("111111111111", "ACTIVE", &prod);
+        let suspended = account("222222222222", "SUSPENDED", &prod);
+        assert!(!suspended.connectable());
+        let second = DiscoveredHierarchy {
+            root_id: "r-root".into(),
+            ous: vec![prod.clone()],
+            accounts: vec![moved.clone(), suspended.clone()],
+        };
+        organizations()
+            .given(first_run())
+            .when(record(RUN_2, second, vec![]))
+            .then_expect_events(vec![
+                CloudOrganizationEvent::MemberAccountMoved {
+                    from_path: "Root/Production/Web".into(),
+                    account: moved,
+                },
+                CloudOrganizationEvent::MemberAccountFound { account: suspended },
+                CloudOrganizationEvent::OrganizationalUnitRemoved {
+                    id: web.id.clone(),
+                    path: "Root/Production/Web".into(),
+                },
+                CloudOrganizationEvent::DiscoveryCompleted {
+                    run_id: RUN_2,
+                    ous: 1,
+                    accounts: 2,
+                    errors: vec![],
+                    status: OrganizationStatus::Connected,
+                },
+            ]);
+    }
+
+    #[test]
+    fn a_partial_discovery_removes_nothing_and_is_partial() {
+        let (prod, _, _) = tree();
+        let partial = DiscoveredHierarchy {
+            root_id: "r-root".into(),
+            ous: vec![prod],
+            accounts: vec![],
+        };
+        let errors = vec!["ou-web: AccessDenied".to_owned()];
+        organizations()
+            .given(first_run())
+            .when(record(RUN_2, partial, errors.clone()))
+            .then_expect_events(vec![CloudOrganizationEvent::DiscoveryCompleted {
+                run_id: RUN_2,
+                ous: 1,
+                accounts: 0,
+                errors,
+                status: OrganizationStatus::Partial,
+            }]);
+    }
+
+    #[test]
+    fn a_run_is_recorded_once() {
+        let (_, _, hierarchy) = tree();
+        organizations()
+            .given(first_run())
+            .when(record(RUN_1, hierarchy, vec![]))
+            .then_expect_events(vec![]);
+    }
+}
