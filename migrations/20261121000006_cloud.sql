@@ -53,6 +53,9 @@ CREATE TABLE cloud_org_members (
     parent_id       text   NOT NULL,
     path            text   NOT NULL,
     path_ids        text[] NOT NULL,
+    -- discovered, connected or error (with the reason).
+    lifecycle       text   NOT NULL DEFAULT 'discovered',
+    status_reason   text,
     PRIMARY KEY (organization_id, account_id)
 );
 CREATE INDEX cloud_org_members_path_idx ON cloud_org_members (organization_id, path text_pattern_ops);

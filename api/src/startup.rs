@@ -324,6 +324,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud::discovery_run))
         .routes(routes!(cloud::members))
         .routes(routes!(cloud::hierarchy))
+        .routes(routes!(cloud::connect_members))
+        .routes(routes!(cloud::disconnect_member))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))
         .routes(routes!(admin_billing::put_overrides))

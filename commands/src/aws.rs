@@ -82,6 +82,31 @@ impl Discovery {
         Client::from_conf(config)
     }
 
+    /// Whether the audit role in a member account can be assumed (STS
+    /// AssumeRole with the tenant's external id); the AWS error otherwise.
+    pub async fn verify_role(&self, role_arn: &str, external_id: &str) -> Result<(), String> {
+        let sts = aws_sdk_sts::Client::new(&self.base);
+        sts.assume_role()
+            .role_arn(role_arn)
+            .external_id(external_id)
+            .role_session_name("coverwatch-connect")
+            .duration_seconds(900)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|error| {
+                use aws_sdk_sts::error::ProvideErrorMetadata;
+                match error.as_service_error() {
+                    Some(service) => format!(
+                        "{}: {}",
+                        service.code().unwrap_or("Error"),
+                        service.message().unwrap_or_default()
+                    ),
+                    None => error.to_string(),
+                }
+            })
+    }
+
     /// Walks the whole hierarchy; errors name the subtree they cost.
     pub async fn hierarchy(&self, client: &Client, progress: Arc<DiscoveryProgress>) -> DiscoveredHierarchy {
         let roots = match client.list_roots().send().await {

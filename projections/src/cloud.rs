@@ -77,6 +77,16 @@ async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAcc
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
+            if let Some(organization_id) = organization_id {
+                sqlx::query(
+                    "UPDATE cloud_org_members SET lifecycle = 'connected', status_reason = NULL
+                      WHERE organization_id = $1 AND account_id = $2",
+                )
+                .bind(organization_id)
+                .bind(account.account_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         CloudAccountsEvent::CloudAccountDisconnected { tenant_id, account_id } => {
             sqlx::query(
@@ -86,6 +96,16 @@ async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAcc
             .bind(tenant_id)
             .bind(account_id.as_str())
             .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE cloud_org_members m SET lifecycle = 'discovered'
+                   FROM cloud_organizations o
+                  WHERE o.id = m.organization_id AND o.tenant_id = $1 AND m.account_id = $2
+                    AND m.lifecycle = 'connected'",
+            )
+            .bind(tenant_id)
+            .bind(account_id.as_str())
             .execute(&mut *conn)
             .await?;
         }
@@ -181,6 +201,17 @@ async fn organization(
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
+        }
+        E::MemberConnectionFailed { account_id, reason } => {
+            sqlx::query(
+                "UPDATE cloud_org_members SET lifecycle = 'error', status_reason = $3
+                  WHERE organization_id = $1 AND account_id = $2",
+            )
+            .bind(organization_id)
+            .bind(account_id)
+            .bind(reason)
+            .execute(&mut *conn)
+            .await?;
         }
         E::DiscoveryCompleted { status, .. } => {
             sqlx::query("UPDATE cloud_organizations SET status = $2 WHERE id = $1")

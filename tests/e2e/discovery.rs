@@ -275,4 +275,92 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         .await
         .unwrap();
     assert_eq!(found, 5, "the second run found nothing new");
+
+    // Connect the Production subtree with room for two accounts: each role is
+    // assumed through STS, two connect, the third is refused by the plan.
+    app.set_overrides(&tenant, json!({"max_accounts": 2})).await;
+    let connected = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"path_prefix": "Root/Production", "environment": "staging"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let statuses: Vec<(&str, &str)> = connected["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["account_id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses.len(), 2, "api-2 moved out of Production: {statuses:?}");
+    assert!(
+        statuses.iter().all(|(_, status)| *status == "connected"),
+        "{statuses:?}"
+    );
+    let refused = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"account_ids": [built.accounts["sandbox-1"]]}),
+        )
+        .await,
+        StatusCode::PAYMENT_REQUIRED,
+    )
+    .await;
+    assert_eq!(refused["metric"], "cloud_accounts");
+    let lifecycles = expect_status(
+        app.get(&format!("{base}/members?status=connected"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(lifecycles.as_array().unwrap().len(), 2);
+    let accounts = expect_status(
+        app.get(
+            &format!("/v1/tenants/{}/cloud-accounts?environment=staging", tenant.id),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let item = &accounts["items"][0];
+    assert_eq!(item["source"], "organization");
+    assert_eq!(item["organization_id"], org_id);
+    assert!(item["role_arn"].as_str().unwrap().ends_with(":role/CoverwatchAudit"));
+
+    // Disconnecting one frees a slot; it stays discovered.
+    expect_status(
+        app.post(
+            &format!("{base}/members/{}/disconnect", built.accounts["web-1"]),
+            &tenant.key,
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let web = expect_status(
+        app.get(
+            &format!("{base}/members?path_prefix=Root/Production/Web&status=discovered"),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(web.as_array().unwrap().len(), 1);
+    let sandbox = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"account_ids": [built.accounts["sandbox-1"]]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(sandbox["results"][0]["status"], "connected");
 }

@@ -74,6 +74,14 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/hierarchy"),
         ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members"),
         (
+            "post",
+            "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members/connect",
+        ),
+        (
+            "post",
+            "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members/{account_id}/disconnect",
+        ),
+        (
             "get",
             "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/role-template",
         ),

@@ -465,6 +465,10 @@ pub struct MemberView {
     pub parent_id: String,
     pub path: String,
     pub path_ids: Vec<String>,
+    /// discovered, connected or error.
+    pub lifecycle: String,
+    /// Why connecting failed (the AWS error), when it did.
+    pub status_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -472,8 +476,10 @@ pub struct MemberView {
 pub struct MemberQuery {
     /// `Root/Production` selects that subtree.
     pub path_prefix: Option<String>,
-    /// AWS status, e.g. ACTIVE.
+    /// discovered, connected or error.
     pub status: Option<String>,
+    /// AWS status, e.g. ACTIVE or SUSPENDED.
+    pub aws_status: Option<String>,
 }
 
 /// The organization's discovered member accounts (members).
@@ -491,15 +497,18 @@ pub async fn members(
     organization_of(&state, tenant_id, org_id).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
     let rows: Vec<MemberView> = sqlx::query_as(
-        "SELECT account_id, name, email, aws_status, parent_id, path, path_ids FROM cloud_org_members
+        "SELECT account_id, name, email, aws_status, parent_id, path, path_ids, lifecycle, status_reason
+           FROM cloud_org_members
           WHERE organization_id = $1
             AND ($2::text IS NULL OR path = $2 OR starts_with(path, $2 || '/'))
-            AND ($3::text IS NULL OR aws_status = $3)
+            AND ($3::text IS NULL OR lifecycle = $3)
+            AND ($4::text IS NULL OR aws_status = $4)
           ORDER BY path, account_id",
     )
     .bind(org_id)
     .bind(prefix)
     .bind(query.status)
+    .bind(query.aws_status)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(rows))
@@ -564,4 +573,215 @@ pub async fn hierarchy(
         }
     }
     Ok(Json(build(&root_id, "Root", "Root", &units, &accounts)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectMembers {
+    /// These accounts...
+    pub account_ids: Option<Vec<String>>,
+    /// ...or every active member...
+    pub all_active: Option<bool>,
+    /// ...or the active members of a subtree (`Root/Production`).
+    pub path_prefix: Option<String>,
+    /// For the connected accounts (default production).
+    pub environment: Option<String>,
+    /// Default region recorded for them (default us-east-1).
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberConnection {
+    pub account_id: String,
+    /// connected, already_connected, error or refused (plan limit).
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberConnections {
+    pub results: Vec<MemberConnection>,
+}
+
+/// Connect members (owner or admin): each account's audit role is assumed
+/// (STS, the tenant's external id); a success connects the account against
+/// the plan's account limit, a failure is recorded as the member's status
+/// reason. Suspended or closed accounts cannot be connected.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members/connect", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path)), request_body = ConnectMembers,
+    security(("api_key" = [])),
+    responses((status = 200, body = MemberConnections), (status = 402, body = crate::error::Problem),
+              (status = 403, body = crate::error::Problem)))]
+pub async fn connect_members(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<ConnectMembers>,
+) -> ApiResult<Json<MemberConnections>> {
+    use crate::error::ApiError;
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    member.require(Role::can_administer, "only an owner or admin connects members")?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let mut fields = Fields::default();
+    let environment = fields.check(
+        "environment",
+        Environment::parse(body.environment.as_deref().unwrap_or("production")),
+    );
+    let region = fields.check("region", Region::parse(body.region.as_deref().unwrap_or("us-east-1")));
+    let selections = [
+        body.account_ids.is_some(),
+        body.all_active == Some(true),
+        body.path_prefix.is_some(),
+    ];
+    if selections.iter().filter(|s| **s).count() != 1 {
+        fields.check::<(), _>("body", Err("choose one of account_ids, all_active or path_prefix"));
+    }
+    if let Some(ids) = &body.account_ids {
+        if ids.is_empty() || ids.len() > 1000 {
+            fields.check::<(), _>("account_ids", Err("must list 1 to 1,000 accounts"));
+        }
+        for id in ids {
+            fields.check("account_ids", AwsAccountId::parse(id));
+        }
+    }
+    fields.finish()?;
+    let entitlements = state.billing.entitlements(tenant_id).await?;
+    if !entitlements.org_features {
+        return Err(ApiError::PlanFeature {
+            feature: "organization features".into(),
+            required_tier: state.catalog.cheapest_with_org_features().to_string(),
+        });
+    }
+    let (member_role, external_id): (String, String) =
+        sqlx::query_as("SELECT member_role_name, external_id FROM cloud_organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_one(&state.pool)
+            .await?;
+    let members: Vec<(String, String)> = sqlx::query_as(
+        "SELECT account_id, aws_status FROM cloud_org_members
+          WHERE organization_id = $1
+            AND ($2::text[] IS NULL OR account_id = ANY($2))
+            AND ($3::text IS NULL OR path = $3 OR starts_with(path, $3 || '/'))
+            AND ($4 OR aws_status = 'ACTIVE')
+          ORDER BY account_id",
+    )
+    .bind(org_id)
+    .bind(&body.account_ids)
+    .bind(body.path_prefix.as_deref().map(|p| p.trim_end_matches('/')))
+    .bind(body.account_ids.is_some())
+    .fetch_all(&state.pool)
+    .await?;
+    if let Some(ids) = &body.account_ids
+        && let Some(unknown) = ids.iter().find(|id| !members.iter().any(|(m, _)| m == *id))
+    {
+        return Err(ApiError::NotFound(format!("member account {unknown}")));
+    }
+    let metadata = member.metadata(&info);
+    let (environment, region) = (environment.unwrap(), region.unwrap());
+    let mut results = vec![];
+    let mut limit_refusals = None;
+    for (account_id, aws_status) in members {
+        let fail = |status: &str, reason: String| MemberConnection {
+            account_id: account_id.clone(),
+            status: status.into(),
+            reason: Some(reason),
+        };
+        if aws_status != "ACTIVE" {
+            results.push(fail(
+                "error",
+                format!("the account is {aws_status}: it cannot be connected"),
+            ));
+            continue;
+        }
+        let role_arn = format!("arn:aws:iam::{account_id}:role/{member_role}");
+        if let Err(reason) = state.discovery.verify_role(&role_arn, &external_id).await {
+            let command = CloudOrganizationCommand::RecordMemberFailure {
+                account_id: account_id.clone(),
+                reason: reason.clone(),
+            };
+            let committed = state
+                .cloud_organizations
+                .execute_retrying(org_id, command, &metadata, RETRIES)
+                .await?;
+            state.settle(committed).await;
+            results.push(fail("error", reason));
+            continue;
+        }
+        let command = CloudAccountsCommand::Connect {
+            account: NewAccount {
+                account_id: AwsAccountId::parse(&account_id)?,
+                alias: None,
+                region: region.clone(),
+                role_arn: RoleArn::parse(&role_arn)?,
+                environment,
+                source: AccountSource::Organization(org_id),
+            },
+            max_accounts: state.billing.entitlements(tenant_id).await?.max_accounts,
+        };
+        let outcome = state
+            .cloud_accounts
+            .execute_retrying(tenant_id, (tenant_id, command), &metadata, RETRIES)
+            .await;
+        use coverwatch_commands::CommandError;
+        use coverwatch_domain::cloud::CloudError;
+        match outcome {
+            Ok(committed) => {
+                state.settle(committed).await;
+                results.push(MemberConnection {
+                    account_id,
+                    status: "connected".into(),
+                    reason: None,
+                });
+            }
+            Err(CommandError::Cloud(CloudError::Conflict(_))) => results.push(MemberConnection {
+                account_id,
+                status: "already_connected".into(),
+                reason: None,
+            }),
+            Err(CommandError::Cloud(CloudError::LimitReached { used, limit })) => {
+                limit_refusals = Some((used, limit));
+                results.push(fail("refused", format!("the plan allows {limit} cloud accounts")));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    // Nothing could be connected because of the limit: that is a 402.
+    if let Some((used, limit)) = limit_refusals
+        && results.iter().all(|r| r.status == "refused")
+    {
+        return Err(ApiError::PlanLimit {
+            metric: "cloud_accounts".into(),
+            used,
+            limit,
+        });
+    }
+    Ok(Json(MemberConnections { results }))
+}
+
+/// Disconnect a member account (owner or admin): it stays discovered.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members/{account_id}/disconnect",
+    tag = "cloud", params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), ("account_id" = String, Path)),
+    security(("api_key" = [])), responses((status = 200, body = CloudAccountView)))]
+pub async fn disconnect_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    info: RequestInfo,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id, account_id)): ApiPath<(Uuid, Uuid, String)>,
+) -> ApiResult<Json<CloudAccountView>> {
+    let member = principal.in_tenant(tenant_id, &state, &headers).await?;
+    member.require(Role::can_administer, "only an owner or admin disconnects members")?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let account_id = AwsAccountId::parse(&account_id)?;
+    let command = CloudAccountsCommand::Disconnect {
+        account_id: account_id.clone(),
+    };
+    let committed = state
+        .cloud_accounts
+        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(&info), RETRIES)
+        .await?;
+    state.settle(committed).await;
+    account_view(&state, tenant_id, account_id.as_str()).await
 }

@@ -66,6 +66,9 @@ pub enum CloudOrganizationCommand {
         org_features: bool,
         cheapest_with_org_features: Tier,
     },
+    /// Connecting a member failed (its role could not be assumed, or it is
+    /// not active); the reason is the member's status reason.
+    RecordMemberFailure { account_id: String, reason: String },
     /// What a discovery run found; `errors` are the parts it could not read.
     RecordDiscovery {
         run_id: Uuid,
@@ -113,6 +116,10 @@ pub enum CloudOrganizationEvent {
         id: String,
         path: String,
     },
+    MemberConnectionFailed {
+        account_id: String,
+        reason: String,
+    },
     DiscoveryCompleted {
         run_id: Uuid,
         ous: u64,
@@ -133,6 +140,7 @@ impl DomainEvent for CloudOrganizationEvent {
             Self::MemberAccountMoved { .. } => "MemberAccountMoved",
             Self::MemberAccountStatusChanged { .. } => "MemberAccountStatusChanged",
             Self::MemberAccountRemoved { .. } => "MemberAccountRemoved",
+            Self::MemberConnectionFailed { .. } => "MemberConnectionFailed",
             Self::DiscoveryCompleted { .. } => "DiscoveryCompleted",
         }
         .to_owned()
@@ -163,6 +171,17 @@ impl Aggregate for CloudOrganization {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        if let CloudOrganizationCommand::RecordMemberFailure { account_id, reason } = command {
+            if !self.accounts.contains_key(&account_id) {
+                return Err(CloudError::NotFound("member account"));
+            }
+            sink.write(
+                CloudOrganizationEvent::MemberConnectionFailed { account_id, reason },
+                self,
+            )
+            .await;
+            return Ok(());
+        }
         if let CloudOrganizationCommand::RecordDiscovery {
             run_id,
             hierarchy,
@@ -270,6 +289,7 @@ impl Aggregate for CloudOrganization {
             CloudOrganizationEvent::MemberAccountRemoved { id, .. } => {
                 self.accounts.remove(&id);
             }
+            CloudOrganizationEvent::MemberConnectionFailed { .. } => {}
             CloudOrganizationEvent::DiscoveryCompleted { run_id, status, .. } => {
                 self.runs.insert(run_id);
                 self.status = status;
