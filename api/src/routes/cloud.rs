@@ -176,16 +176,27 @@ pub async fn disconnect_account(
 ) -> ApiResult<Json<CloudAccountView>> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin disconnects accounts")?;
-    let account_id = AwsAccountId::parse(&account_id)?;
+    disconnect(&state, &member, &info, tenant_id, &account_id).await
+}
+
+/// Disconnects an account in the tenant's CloudAccounts aggregate.
+async fn disconnect(
+    state: &AppState,
+    member: &crate::auth::Member,
+    info: &RequestInfo,
+    tenant_id: Uuid,
+    account_id: &str,
+) -> ApiResult<Json<CloudAccountView>> {
+    let account_id = AwsAccountId::parse(account_id)?;
     let command = CloudAccountsCommand::Disconnect {
         account_id: account_id.clone(),
     };
     let committed = state
         .cloud_accounts
-        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(&info), RETRIES)
+        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(info), RETRIES)
         .await?;
     state.settle(committed).await;
-    account_view(&state, tenant_id, account_id.as_str()).await
+    account_view(state, tenant_id, account_id.as_str()).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -774,14 +785,5 @@ pub async fn disconnect_member(
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin disconnects members")?;
     organization_of(&state, tenant_id, org_id).await?;
-    let account_id = AwsAccountId::parse(&account_id)?;
-    let command = CloudAccountsCommand::Disconnect {
-        account_id: account_id.clone(),
-    };
-    let committed = state
-        .cloud_accounts
-        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(&info), RETRIES)
-        .await?;
-    state.settle(committed).await;
-    account_view(&state, tenant_id, account_id.as_str()).await
+    disconnect(&state, &member, &info, tenant_id, &account_id).await
 }
