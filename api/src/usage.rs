@@ -209,6 +209,21 @@ pub async fn usage_report(
         "api_requests".to_owned(),
         metric(requests as u64, Limit::Unlimited, vec![]),
     );
+    // Discovery runs that finished in the period, from the audit trail (a
+    // read model of the log).
+    let runs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log
+          WHERE tenant_id = $1 AND action = 'DiscoveryCompleted' AND recorded_at >= $2 AND recorded_at < $3",
+    )
+    .bind(tenant_id)
+    .bind(period_start)
+    .bind(period_end)
+    .fetch_one(pool)
+    .await?;
+    metrics.insert(
+        "discovery_runs".to_owned(),
+        metric(runs as u64, Limit::Unlimited, vec![]),
+    );
     Ok(UsageReport {
         period_start,
         period_end,

@@ -363,4 +363,12 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
     )
     .await;
     assert_eq!(sandbox["results"][0]["status"], "connected");
+
+    let usage = expect_status(
+        app.get(&format!("/v1/tenants/{}/usage", tenant.id), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(usage["metrics"]["discovery_runs"]["used"], 2);
+    assert_eq!(usage["metrics"]["cloud_accounts"]["used"], 2);
 }
