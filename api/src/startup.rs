@@ -319,6 +319,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud::connect_account, cloud::list_accounts))
         .routes(routes!(cloud::disconnect_account))
         .routes(routes!(cloud::register_organization, cloud::list_organizations))
+        .routes(routes!(cloud::get_organization))
         .routes(routes!(cloud::role_template))
         .routes(routes!(cloud::discover))
         .routes(routes!(cloud::discovery_run))

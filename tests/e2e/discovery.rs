@@ -364,6 +364,13 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
     .await;
     assert_eq!(sandbox["results"][0]["status"], "connected");
 
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "connected");
+    assert_eq!(detail["organizational_units"], 4);
+    assert_eq!(detail["members"], 5);
+    assert_eq!(detail["connected_members"], 2);
+    assert_eq!(detail["last_discovery"]["status"], "done");
+
     let usage = expect_status(
         app.get(&format!("/v1/tenants/{}/usage", tenant.id), &tenant.key).await,
         StatusCode::OK,

@@ -71,6 +71,7 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
             "get",
             "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/discover/{run_id}",
         ),
+        ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}"),
         ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/hierarchy"),
         ("get", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members"),
         (

@@ -787,3 +787,59 @@ pub async fn disconnect_member(
     organization_of(&state, tenant_id, org_id).await?;
     disconnect(&state, &member, &info, tenant_id, &account_id).await
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationDetail {
+    #[serde(flatten)]
+    pub organization: CloudOrganizationView,
+    pub organizational_units: i64,
+    pub members: i64,
+    pub connected_members: i64,
+    pub failed_members: i64,
+    /// The newest discovery run, if any.
+    pub last_discovery: Option<DiscoveryRunView>,
+}
+
+/// One cloud organization with its counts and last discovery (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path)), security(("api_key" = [])),
+    responses((status = 200, body = OrganizationDetail), (status = 404, body = crate::error::Problem)))]
+pub async fn get_organization(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<OrganizationDetail>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let organization: Option<CloudOrganizationView> = sqlx::query_as(&format!(
+        "SELECT {ORGANIZATION_COLUMNS} FROM cloud_organizations WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(org_id)
+    .bind(tenant_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let organization = organization.ok_or_else(|| crate::error::ApiError::NotFound("cloud organization".into()))?;
+    let (units, members, connected, failed): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM cloud_org_units WHERE organization_id = $1),
+                count(*), count(*) FILTER (WHERE lifecycle = 'connected'), count(*) FILTER (WHERE lifecycle = 'error')
+           FROM cloud_org_members WHERE organization_id = $1",
+    )
+    .bind(org_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let last_discovery: Option<DiscoveryRunView> = sqlx::query_as(
+        "SELECT run_id, status, pages, ous, accounts, errors, started_at, finished_at FROM discovery_runs
+          WHERE organization_id = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1",
+    )
+    .bind(org_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(Json(OrganizationDetail {
+        organization,
+        organizational_units: units,
+        members,
+        connected_members: connected,
+        failed_members: failed,
+        last_discovery,
+    }))
+}
