@@ -55,9 +55,7 @@ pub enum WebhookOutcome {
         committed: Committed,
     },
     /// The event was applied before (or changed nothing).
-    AlreadyApplied {
-        tenant_id: Uuid,
-    },
+    AlreadyApplied,
     /// No tenant has this customer: kept for the platform admin.
     Unmatched,
     /// A type Coverwatch does not act on.
@@ -103,9 +101,8 @@ impl Billing {
             .stripe_price(cycle)
             .ok_or_else(|| SubscriptionError::Rule(format!("{tier} has no price for this cycle")))?;
         let current = self.load(tenant_id).await?;
-        if current.stripe_subscription_id.is_some()
-            && current.status != coverwatch_domain::subscription::SubscriptionStatus::Cancelled
-        {
+        // Before any Stripe object is created; the aggregate decides the same.
+        if current.has_paid_subscription() {
             return Err(SubscriptionError::Conflict(
                 "the tenant already has a paid subscription: change plan instead".into(),
             )
@@ -156,19 +153,25 @@ impl Billing {
         let signature = signature.ok_or(WebhookError::MissingSignature)?;
         verify_signature(signature, body, secret.expose_secret(), Utc::now())?;
         let envelope = EventEnvelope::parse(body)?;
-        let (customer_id, change) = match envelope.interpret(&self.catalog)? {
+        let interpreted = envelope.interpret(&self.catalog)?;
+        let customer_id = match &interpreted {
             Interpreted::Ignored => return Ok(WebhookOutcome::Ignored),
-            Interpreted::Apply { customer_id, change } => (customer_id, change),
+            Interpreted::Apply { customer_id, .. } | Interpreted::CheckoutCompleted { customer_id, .. } => {
+                customer_id.clone()
+            }
+        };
+        let Some(tenant_id) = self.tenant_of_customer(&customer_id).await? else {
+            self.keep_unmatched(&envelope, &customer_id, body).await?;
+            return Ok(WebhookOutcome::Unmatched);
+        };
+        let change = match interpreted {
+            Interpreted::Ignored => unreachable!("returned above"),
+            Interpreted::Apply { change, .. } => change,
             Interpreted::CheckoutCompleted {
-                customer_id,
                 session_id,
                 subscription_id,
-                event,
+                ..
             } => {
-                if self.tenant_of_customer(&customer_id).await?.is_none() {
-                    self.keep_unmatched(&event, &customer_id, body).await?;
-                    return Ok(WebhookOutcome::Unmatched);
-                }
                 // The session names the subscription; its state is Stripe's.
                 let subscription = self
                     .stripe()?
@@ -176,18 +179,12 @@ impl Billing {
                     .await
                     .map_err(|e| BillingError::Upstream(e.to_string()))?
                     .to_state(&self.catalog)?;
-                let change = event.change(StripeFact::CheckoutCompleted {
+                envelope.change(StripeFact::CheckoutCompleted {
                     session_id,
-                    customer_id: customer_id.clone(),
+                    customer_id,
                     subscription,
-                })?;
-                (customer_id, change)
+                })?
             }
-        };
-        let Some(tenant_id) = self.tenant_of_customer(&customer_id).await? else {
-            let envelope = EventEnvelope::parse(body)?;
-            self.keep_unmatched(&envelope, &customer_id, body).await?;
-            return Ok(WebhookOutcome::Unmatched);
         };
         let metadata = CommandMetadata {
             actor: "stripe".into(),
@@ -206,7 +203,7 @@ impl Billing {
             )
             .await?;
         Ok(if committed.position == 0 {
-            WebhookOutcome::AlreadyApplied { tenant_id }
+            WebhookOutcome::AlreadyApplied
         } else {
             WebhookOutcome::Applied { tenant_id, committed }
         })

@@ -432,18 +432,6 @@ pub fn verify_signature(header: &str, body: &[u8], secret: &str, now: DateTime<U
     }
 }
 
-/// The event types that change a subscription; others are acknowledged only.
-pub const HANDLED_EVENTS: [&str; 8] = [
-    "checkout.session.completed",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.trial_will_end",
-    "invoice.payment_succeeded",
-];
-
 /// What a verified webhook body asks of Coverwatch.
 pub enum Interpreted {
     /// Apply to the subscription of the tenant that owns `customer_id`.
@@ -453,7 +441,6 @@ pub enum Interpreted {
         customer_id: String,
         session_id: String,
         subscription_id: String,
-        event: EventEnvelope,
     },
     /// Not a type Coverwatch acts on.
     Ignored,
@@ -482,7 +469,7 @@ impl EventEnvelope {
         })
     }
 
-    pub fn interpret(self, catalog: &PlanCatalog) -> Result<Interpreted, WebhookError> {
+    pub fn interpret(&self, catalog: &PlanCatalog) -> Result<Interpreted, WebhookError> {
         self.created_at()?;
         let kind = self.kind.as_str();
         let interpreted = match kind {
@@ -496,7 +483,6 @@ impl EventEnvelope {
                     customer_id: customer.id().to_owned(),
                     session_id: session.id,
                     subscription_id: subscription.id().to_owned(),
-                    event: self,
                 }
             }
             "customer.subscription.created"

@@ -32,7 +32,6 @@ const SEAT_EVENTS: [&str; 5] = [
     "MemberRemoved",
 ];
 
-#[derive(Default)]
 pub struct Billing {
     /// `None` in rebuilds: replaying history must not issue commands.
     pub watcher: Option<Arc<dyn SeatWatcher>>,

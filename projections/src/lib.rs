@@ -19,23 +19,27 @@ use std::sync::Arc;
 
 /// The read models: subscribers that can be rebuilt from the log.
 pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
+    read_models_with(None)
+}
+
+/// The read models, the billing one with its seat watcher (which issues
+/// commands, so rebuilds go without it).
+fn read_models_with(seat_watcher: Option<Arc<dyn billing::SeatWatcher>>) -> Vec<Arc<dyn Subscriber>> {
     vec![
         Arc::new(directory::Directory),
         Arc::new(audit::AuditTrail),
-        Arc::new(billing::Billing::default()),
+        Arc::new(billing::Billing { watcher: seat_watcher }),
         Arc::new(cloud::Cloud),
     ]
 }
 
-/// Every subscriber a running Coverwatch has: the read models (the billing
-/// one with its seat watcher) and the signed digests.
+/// Every subscriber a running Coverwatch has: the read models and the
+/// signed digests.
 pub fn all_subscribers(
     digests: digest::Digests,
     seat_watcher: Option<Arc<dyn billing::SeatWatcher>>,
 ) -> Vec<Arc<dyn Subscriber>> {
-    let mut subscribers = read_models();
-    subscribers.retain(|subscriber| subscriber.name() != "billing");
-    subscribers.push(Arc::new(billing::Billing { watcher: seat_watcher }));
+    let mut subscribers = read_models_with(seat_watcher);
     subscribers.push(Arc::new(digests));
     subscribers
 }

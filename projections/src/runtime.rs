@@ -207,18 +207,6 @@ async fn follow(
     }
 }
 
-/// Catch one subscriber up with reading and writing overlapped (see
-/// [`catch_up_together`]). Returns the events applied.
-pub async fn catch_up_pipelined(
-    pool: &PgPool,
-    subscriber: &dyn Subscriber,
-    batch_size: i64,
-    on_step: &(dyn Fn(Step) + Send + Sync),
-) -> anyhow::Result<u64> {
-    let applied = catch_up_together(pool, &[subscriber], batch_size, &|_, step| on_step(step)).await?;
-    Ok(applied[0])
-}
-
 /// Catch several subscribers up with reading and writing overlapped. The
 /// subscribers whose checkpoints start at the same position share one reader:
 /// it prefetches each batch once (outside any transaction: events are

@@ -460,7 +460,7 @@ pub async fn stripe_webhook(
             state.settle(committed).await;
             "applied"
         }
-        WebhookOutcome::AlreadyApplied { .. } => "duplicate",
+        WebhookOutcome::AlreadyApplied => "duplicate",
         WebhookOutcome::Unmatched => "unmatched",
         WebhookOutcome::Ignored => "ignored",
     };

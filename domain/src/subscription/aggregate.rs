@@ -41,14 +41,6 @@ impl Default for SubscriptionServices {
     }
 }
 
-/// A pending checkout, for matching checkout.session.completed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingCheckout {
-    pub session_id: String,
-    pub tier: Tier,
-    pub cycle: BillingCycle,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegacyGrace {
     pub from: Tier,
@@ -75,7 +67,6 @@ pub struct Subscription {
     pub past_due_since: Option<DateTime<Utc>>,
     pub grace_until: Option<DateTime<Utc>>,
     pub overrides: Overrides,
-    pub pending_checkout: Option<PendingCheckout>,
     /// `created` of the newest Stripe subscription state adopted.
     pub stripe_as_of: Option<DateTime<Utc>>,
     /// Subscriptions Stripe ended: never revived by a late update.
@@ -151,19 +142,7 @@ impl Aggregate for Subscription {
                 self.tier = tier;
                 self.status = status;
             }
-            SubscriptionEvent::CheckoutStarted {
-                tier,
-                cycle,
-                session_id,
-                customer_id,
-            } => {
-                self.stripe_customer_id = Some(customer_id);
-                self.pending_checkout = Some(PendingCheckout {
-                    session_id,
-                    tier,
-                    cycle,
-                });
-            }
+            SubscriptionEvent::CheckoutStarted { customer_id, .. } => self.stripe_customer_id = Some(customer_id),
             SubscriptionEvent::StripeCustomerLinked { customer_id } => self.stripe_customer_id = Some(customer_id),
             SubscriptionEvent::StripeSubscriptionSynced {
                 stripe_event_created,
@@ -176,7 +155,6 @@ impl Aggregate for Subscription {
                     self.scheduled_change = None;
                 }
                 self.stripe_as_of = Some(stripe_event_created);
-                self.pending_checkout = None;
                 if let Some((tier, cycle)) = state.plan {
                     let waiting = self.scheduled_change.is_some_and(|change| {
                         change.to_tier == tier
@@ -289,7 +267,8 @@ impl Subscription {
         self.past_due_since = None;
     }
 
-    fn has_paid_subscription(&self) -> bool {
+    /// A Stripe subscription that is paying (or being retried).
+    pub fn has_paid_subscription(&self) -> bool {
         self.stripe_subscription_id.is_some()
             && matches!(
                 self.status,

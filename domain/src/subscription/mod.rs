@@ -8,7 +8,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{BillingGateway, LegacyGrace, PendingCheckout, Subscription, SubscriptionServices, threshold_key};
+pub use aggregate::{BillingGateway, LegacyGrace, Subscription, SubscriptionServices, threshold_key};
 pub use model::{
     InvoiceRecord, OverridesPatch, ScheduledChange, StripeChange, StripeFact, StripeSubscriptionState,
     SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionStatus, Usage,
