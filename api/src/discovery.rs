@@ -1,4 +1,4 @@
-//! Discovery runs in the background: walk the organization with the AWS
+//! Discovery runs in the background: read the organization with the AWS
 //! SDK, record what was found as events, and keep the run's progress row
 //! current for `GET .../discover/{run_id}`.
 
@@ -11,14 +11,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub async fn run(
-    state: AppState,
-    org_id: Uuid,
-    run_id: Uuid,
-    role_arn: String,
-    external_id: String,
-    metadata: CommandMetadata,
-) {
+/// The organization a run reads, and how it gets in.
+pub struct Target {
+    pub org_id: Uuid,
+    pub role_arn: String,
+    pub external_id: String,
+    /// The AWS organization id it was registered with (`o-...`).
+    pub external_org_id: String,
+}
+
+pub async fn run(state: AppState, target: Target, run_id: Uuid, metadata: CommandMetadata) {
+    let org_id = target.org_id;
     let progress = Arc::new(DiscoveryProgress::default());
     let reporter = {
         let (state, progress) = (state.clone(), progress.clone());
@@ -29,14 +32,19 @@ pub async fn run(
             }
         })
     };
-    let client = state.discovery.client(&role_arn, &external_id).await;
-    let hierarchy = state.discovery.hierarchy(&client, progress.clone()).await;
+    let clients = state.discovery.clients(&target.role_arn, &target.external_id).await;
+    let run = state
+        .discovery
+        .discover(&clients, &target.external_org_id, progress.clone())
+        .await;
     reporter.abort();
-    let errors = progress.errors.lock().expect("errors lock").clone();
+    let hierarchy_empty = run.found.hierarchy.ous.is_empty() && run.found.hierarchy.accounts.is_empty();
+    let complete = run.errors.is_empty();
+    tracing::info!(%run_id, calls = ?run.calls, errors = run.errors.len(), "discovery read the organization");
     let command = CloudOrganizationCommand::RecordDiscovery {
         run_id,
-        hierarchy: hierarchy.clone(),
-        errors: errors.clone(),
+        found: run.found,
+        errors: run.errors,
     };
     let status = match state
         .cloud_organizations
@@ -45,10 +53,7 @@ pub async fn run(
     {
         Ok(committed) => {
             state.settle(committed).await;
-            match (
-                errors.is_empty(),
-                hierarchy.ous.is_empty() && hierarchy.accounts.is_empty(),
-            ) {
+            match (complete, hierarchy_empty) {
                 (true, _) => "done",
                 (false, false) => "partial",
                 (false, true) => "failed",
@@ -75,7 +80,7 @@ async fn report(
     progress: &DiscoveryProgress,
     finished: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let errors = progress.errors.lock().expect("errors lock").clone();
+    let errors = progress.errors();
     sqlx::query(
         "UPDATE discovery_runs SET pages = $2, ous = $3, accounts = $4, errors = $5,
                 status = coalesce($6, status), finished_at = CASE WHEN $6 IS NULL THEN NULL ELSE now() END

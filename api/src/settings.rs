@@ -102,6 +102,10 @@ pub struct Settings {
     pub aws_access_key_id: Option<String>,
     #[serde(default)]
     pub aws_secret_access_key: Option<SecretString>,
+    /// Discovery's pace per AWS operation (AWS's 8 requests/s by default; 0
+    /// turns pacing off, e.g. against a local fake).
+    #[serde(default = "default_aws_requests_per_second")]
+    pub aws_requests_per_second: f64,
     /// `json` for structured logs, `pretty` for people.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -162,6 +166,10 @@ fn default_aws_principal() -> String {
     // A placeholder for local use; production sets its own account.
     "arn:aws:iam::000000000000:root".into()
 }
+fn default_aws_requests_per_second() -> f64 {
+    coverwatch_commands::aws::AWS_REQUESTS_PER_SECOND
+}
+
 fn default_aws_region() -> String {
     "us-east-1".into()
 }
@@ -292,6 +300,7 @@ impl Settings {
                 (Some(id), Some(secret)) => Some((id.clone(), secret.expose_secret().to_owned())),
                 _ => None,
             },
+            requests_per_second: self.aws_requests_per_second,
         }
     }
 

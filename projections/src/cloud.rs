@@ -1,5 +1,6 @@
 //! Cloud read models: connected accounts (with their status, so usage counts
-//! only connected ones) and registered organizations, copied from events.
+//! only connected ones), registered organizations with their hierarchy,
+//! members, delegated administrators, SCPs and sources, copied from events.
 
 use crate::event::StoredEvent;
 use crate::runtime::Subscriber;
@@ -23,6 +24,7 @@ impl Subscriber for Cloud {
             "cloud_organizations",
             "cloud_org_units",
             "cloud_org_members",
+            "cloud_org_sources",
         ]
     }
 
@@ -202,24 +204,96 @@ async fn organization(
                 .execute(&mut *conn)
                 .await?;
         }
-        E::MemberConnectionFailed { account_id, reason } => {
+        E::DelegatedAdministratorsChanged { administrators } => {
+            sqlx::query("UPDATE cloud_organizations SET delegated_administrators = $2 WHERE id = $1")
+                .bind(organization_id)
+                .bind(sqlx::types::Json(administrators))
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::ServiceControlPoliciesChanged { policies } => {
+            sqlx::query("UPDATE cloud_organizations SET service_control_policies = $2 WHERE id = $1")
+                .bind(organization_id)
+                .bind(sqlx::types::Json(policies))
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::OrganizationSourceFound { source } | E::OrganizationSourceChanged { source } => {
             sqlx::query(
-                "UPDATE cloud_org_members SET lifecycle = 'error', status_reason = $3
-                  WHERE organization_id = $1 AND account_id = $2",
+                "INSERT INTO cloud_org_sources (organization_id, source_id, kind, name, account_id, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (organization_id, source_id) DO UPDATE SET kind = excluded.kind,
+                    name = excluded.name, account_id = excluded.account_id, detail = excluded.detail",
             )
             .bind(organization_id)
-            .bind(account_id)
-            .bind(reason)
+            .bind(&source.id)
+            .bind(source.kind().as_str())
+            .bind(&source.name)
+            .bind(&source.account_id)
+            .bind(sqlx::types::Json(&source.detail))
             .execute(&mut *conn)
             .await?;
         }
+        E::OrganizationSourceRemoved { id, .. } => {
+            sqlx::query("DELETE FROM cloud_org_sources WHERE organization_id = $1 AND source_id = $2")
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::MemberConnectionsRequested { account_ids } => {
+            sqlx::query(
+                "UPDATE cloud_org_members SET lifecycle = 'connecting', status_reason = NULL
+                  WHERE organization_id = $1 AND account_id = ANY($2)",
+            )
+            .bind(organization_id)
+            .bind(account_ids)
+            .execute(&mut *conn)
+            .await?;
+        }
+        E::MemberConnected { account_id } => {
+            member_lifecycle(conn, organization_id, &account_id, "connected", None).await?;
+        }
+        E::MemberConnectionFailed { account_id, reason } => {
+            member_lifecycle(conn, organization_id, &account_id, "error", Some(&reason)).await?;
+        }
+        E::MemberDisconnected { account_id } => {
+            member_lifecycle(conn, organization_id, &account_id, "discovered", None).await?;
+        }
         E::DiscoveryCompleted { status, .. } => {
-            sqlx::query("UPDATE cloud_organizations SET status = $2 WHERE id = $1")
+            sqlx::query("UPDATE cloud_organizations SET discovery_status = $2 WHERE id = $1")
                 .bind(organization_id)
                 .bind(status.as_str())
                 .execute(&mut *conn)
                 .await?;
         }
+        E::OrganizationStatusChanged { to, .. } => {
+            sqlx::query("UPDATE cloud_organizations SET status = $2 WHERE id = $1")
+                .bind(organization_id)
+                .bind(to.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
+    Ok(())
+}
+
+async fn member_lifecycle(
+    conn: &mut PgConnection,
+    organization_id: uuid::Uuid,
+    account_id: &str,
+    lifecycle: &str,
+    reason: Option<&str>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE cloud_org_members SET lifecycle = $3, status_reason = $4
+          WHERE organization_id = $1 AND account_id = $2",
+    )
+    .bind(organization_id)
+    .bind(account_id)
+    .bind(lifecycle)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

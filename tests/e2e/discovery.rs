@@ -2,7 +2,7 @@
 //! per test on a free loopback port): the organization is built with the
 //! AWS SDK, Coverwatch assumes the role through moto's STS and walks it.
 
-use crate::helpers::{TestApp, TestTenant, expect_status, free_port, python, spawn_app_with};
+use crate::helpers::{TestApp, TestTenant, expect_status, free_port, python, spawn_app_with, workspace_root};
 use aws_sdk_organizations::Client;
 use aws_sdk_organizations::config::{BehaviorVersion, Credentials, Region};
 use coverwatch_domain::clock::SystemClock;
@@ -45,6 +45,104 @@ impl Moto {
             .build();
         Client::from_conf(config)
     }
+}
+
+/// The only stand-in: a proxy in front of moto that throttles, denies a
+/// subtree or a source, and refuses member roles (moto's STS accepts any).
+struct FaultProxy {
+    url: String,
+    _child: tokio::process::Child,
+}
+
+impl FaultProxy {
+    async fn start(upstream: &str) -> FaultProxy {
+        let port = free_port();
+        let child = tokio::process::Command::new(python())
+            .arg(workspace_root().join("tests/tools/aws_fault_proxy.py"))
+            .args(["--port", &port.to_string(), "--upstream", upstream])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the fault proxy starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{url}/_stats")).await.is_err() {
+            assert!(Instant::now() < deadline, "the fault proxy did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        FaultProxy { url, _child: child }
+    }
+
+    async fn faults(&self, rules: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_faults", self.url))
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/_stats", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The rich organization of `tests/tools/aws_org.py`, built with boto3:
+/// three-level OUs, a GuardDuty delegated administrator, an SCP on two OUs,
+/// an organization trail and a Config aggregator.
+async fn rich_organization(moto: &Moto) -> Value {
+    let output = tokio::process::Command::new(python())
+        .arg(workspace_root().join("tests/tools/aws_org.py"))
+        .args(["rich", "--endpoint", &moto.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// An app whose AWS SDK goes to `endpoint`, a tenant with organization
+/// features, and the organization registered.
+async fn registered(endpoint: &str, org_id: &str) -> (TestApp, TestTenant, String) {
+    let endpoint = endpoint.to_owned();
+    let app = spawn_app_with(Arc::new(SystemClock), move |settings| {
+        settings.aws_endpoint_url = Some(endpoint);
+        settings.aws_access_key_id = Some("testing".into());
+        settings.aws_secret_access_key = Some("testing".to_owned().into());
+    })
+    .await;
+    let tenant = app.create_tenant("org-discovery").await;
+    app.set_overrides(&tenant, json!({"org_features": true})).await;
+    let org = expect_status(
+        app.post(
+            &format!("/v1/tenants/{}/cloud-organizations", tenant.id),
+            &tenant.key,
+            json!({"provider": "aws", "organization_id": org_id, "management_account_id": "123456789012",
+                   "role_arn": "arn:aws:iam::123456789012:role/CoverwatchAudit", "name": "Acme"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let base = format!(
+        "/v1/tenants/{}/cloud-organizations/{}",
+        tenant.id,
+        org["id"].as_str().unwrap()
+    );
+    (app, tenant, base)
+}
+
+async fn event_count(app: &TestApp, event_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 struct Built {
@@ -162,27 +260,8 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
     let moto = Moto::start().await;
     let aws = moto.client();
     let built = build_organization(&aws).await;
-    let endpoint = moto.url.clone();
-    let app = spawn_app_with(Arc::new(SystemClock), move |settings| {
-        settings.aws_endpoint_url = Some(endpoint);
-        settings.aws_access_key_id = Some("testing".into());
-        settings.aws_secret_access_key = Some("testing".to_owned().into());
-    })
-    .await;
-    let tenant = app.create_tenant("org-discovery").await;
-    app.set_overrides(&tenant, json!({"org_features": true})).await;
-    let org = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/cloud-organizations", tenant.id),
-            &tenant.key,
-            json!({"provider": "aws", "organization_id": built.org_id, "management_account_id": "123456789012",
-                   "role_arn": "arn:aws:iam::123456789012:role/CoverwatchAudit", "name": "Acme"}),
-        )
-        .await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let org_id = org["id"].as_str().unwrap();
+    let (app, tenant, base) = registered(&moto.url, &built.org_id).await;
+    let org_id = base.rsplit('/').next().unwrap();
 
     let run = discover(&app, &tenant, org_id).await;
     assert_eq!(run["status"], "done", "{run}");
@@ -194,7 +273,6 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         "roots, OUs and accounts per parent: {run}"
     );
 
-    let base = format!("/v1/tenants/{}/cloud-organizations/{org_id}", tenant.id);
     let tree = expect_status(app.get(&format!("{base}/hierarchy"), &tenant.key).await, StatusCode::OK).await;
     let mut found = vec![];
     paths(&tree, &mut found);
@@ -378,4 +456,330 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
     .await;
     assert_eq!(usage["metrics"]["discovery_runs"]["used"], 2);
     assert_eq!(usage["metrics"]["cloud_accounts"]["used"], 2);
+}
+
+#[tokio::test]
+async fn discovery_records_delegated_admins_scps_and_organization_sources_exactly() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let (app, tenant, base) = registered(&moto.url, built["org_id"].as_str().unwrap()).await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["ous"], 5);
+    assert_eq!(run["accounts"], 6, "five members and the management account");
+
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "connected");
+    assert_eq!(detail["discovery_status"], "connected");
+    let accounts = &built["accounts"];
+    assert_eq!(
+        detail["delegated_administrators"],
+        json!([{"account_id": accounts["security"], "name": "security",
+                "service_principals": ["guardduty.amazonaws.com"]}])
+    );
+    // The custom SCP with exactly its two OUs; AWS's FullAWSAccess is listed
+    // as AWS-managed. Neither is a detection source.
+    let policies = detail["service_control_policies"].as_array().unwrap();
+    let deny = policies
+        .iter()
+        .find(|p| p["name"] == "DenyLeaveOrganization")
+        .expect("the custom SCP");
+    assert_eq!(deny["id"], built["policy"]);
+    assert_eq!(deny["aws_managed"], false);
+    let mut expected_targets = vec![
+        json!({"target_id": built["ous"]["Production"], "kind": "ORGANIZATIONAL_UNIT", "name": "Production"}),
+        json!({"target_id": built["ous"]["Sandbox"], "kind": "ORGANIZATIONAL_UNIT", "name": "Sandbox"}),
+    ];
+    expected_targets.sort_by_key(|t| t["target_id"].as_str().unwrap().to_owned());
+    assert_eq!(deny["targets"], json!(expected_targets));
+    assert!(
+        policies
+            .iter()
+            .any(|p| p["name"] == "FullAWSAccess" && p["aws_managed"] == true),
+        "{policies:?}"
+    );
+    // Sources: the organization trail (not the account trail), the
+    // organization aggregator and GuardDuty's administrator. Security Hub is
+    // absent: moto cannot make it a delegated administrator (README).
+    assert_eq!(
+        detail["sources"],
+        json!([
+            {"source_id": built["trail_arn"], "kind": "cloudtrail_organization_trail", "name": "org-trail",
+             "account_id": "123456789012",
+             "detail": {"kind": "cloudtrail_organization_trail", "home_region": "us-east-1", "multi_region": true,
+                        "logging": true, "s3_bucket": "acme-org-trail"}},
+            {"source_id": built["aggregator_arn"], "kind": "config_aggregator", "name": "org-aggregator",
+             "account_id": "123456789012",
+             "detail": {"kind": "config_aggregator", "organization": true, "account_ids": [], "all_regions": true,
+                        "regions": []}},
+            {"source_id": format!("guardduty:{}", accounts["security"].as_str().unwrap()), "kind": "guardduty",
+             "name": "GuardDuty delegated administrator", "account_id": accounts["security"],
+             "detail": {"kind": "guardduty", "administrator_account_id": accounts["security"]}},
+        ])
+    );
+    let tree = expect_status(app.get(&format!("{base}/hierarchy"), &tenant.key).await, StatusCode::OK).await;
+    let mut found = vec![];
+    paths(&tree, &mut found);
+    assert_eq!(
+        found,
+        [
+            "Root",
+            "Root/Production",
+            "Root/Production/Web",
+            "Root/Production/Web/Api",
+            "Root/Sandbox",
+            "Root/Security"
+        ]
+    );
+
+    // sandbox-1 is closed (SUSPENDED) and the trail stops logging: the next
+    // run records both as changes; nothing else is recorded again.
+    let closed = tokio::process::Command::new(python())
+        .args([
+            "-c",
+            &format!(
+                "import boto3; kw=dict(endpoint_url='{url}', region_name='us-east-1', aws_access_key_id='testing', \
+             aws_secret_access_key='testing'); boto3.client('organizations', **kw).close_account(AccountId='{id}'); \
+             boto3.client('cloudtrail', **kw).stop_logging(Name='org-trail')",
+                url = moto.url,
+                id = accounts["sandbox-1"].as_str().unwrap()
+            ),
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(closed.success());
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(event_count(&app, "MemberAccountStatusChanged").await, 1);
+    assert_eq!(event_count(&app, "OrganizationSourceChanged").await, 1);
+    assert_eq!(event_count(&app, "OrganizationSourceFound").await, 3);
+    assert_eq!(event_count(&app, "ServiceControlPoliciesChanged").await, 1);
+    assert_eq!(event_count(&app, "DelegatedAdministratorsChanged").await, 1);
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["sources"][0]["detail"]["logging"], false);
+    let suspended = expect_status(
+        app.get(&format!("{base}/members?aws_status=SUSPENDED"), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(suspended[0]["account_id"], accounts["sandbox-1"]);
+    // A suspended account is recorded but cannot be connected.
+    let refused = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"account_ids": [accounts["sandbox-1"]]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(refused["results"][0]["status"], "error");
+    assert!(refused["results"][0]["reason"].as_str().unwrap().contains("SUSPENDED"));
+    assert_eq!(event_count(&app, "MemberConnectionsRequested").await, 0);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_and_an_unreadable_subtree_or_source_gives_partial() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let (app, tenant, base) = registered(&proxy.url, built["org_id"].as_str().unwrap()).await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+
+    // Throttled calls of four kinds: the SDK backs off and retries them.
+    proxy
+        .faults(
+            json!({"throttle": {"ListAccountsForParent": 3, "ListOrganizationalUnitsForParent": 2,
+                                     "DescribeTrails": 1, "ListRoots": 1}}),
+        )
+        .await;
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["errors"], json!([]));
+    assert_eq!(run["ous"], 5);
+    assert_eq!(run["accounts"], 6);
+    let stats = proxy.stats().await;
+    assert_eq!(
+        stats["throttled"],
+        json!({"ListAccountsForParent": 3, "ListOrganizationalUnitsForParent": 2, "DescribeTrails": 1,
+               "ListRoots": 1})
+    );
+    // Each parent was read once in the end: six parents, one page each.
+    assert_eq!(stats["forwarded"]["ListAccountsForParent"], 6);
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "connected");
+    assert_eq!(detail["sources"].as_array().unwrap().len(), 3);
+
+    // Sandbox cannot be listed and Config is denied: the run is partial,
+    // says what it missed, and removes nothing it could not see.
+    let sandbox = built["ous"]["Sandbox"].as_str().unwrap();
+    proxy
+        .faults(json!({"deny_parents": [sandbox], "deny_operations": ["DescribeConfigurationAggregators"]}))
+        .await;
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "partial", "{run}");
+    let errors: Vec<&str> = run["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("Root/Sandbox: ListOrganizationalUnitsForParent: AccessDeniedException"))
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("Config DescribeConfigurationAggregators: AccessDeniedException"))
+    );
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "partial");
+    assert_eq!(detail["discovery_status"], "partial");
+    assert_eq!(detail["members"], 6, "sandbox-1 is kept");
+    assert_eq!(detail["sources"].as_array().unwrap().len(), 3, "the aggregator is kept");
+    assert_eq!(event_count(&app, "MemberAccountRemoved").await, 0);
+    assert_eq!(event_count(&app, "OrganizationSourceRemoved").await, 0);
+    let sandbox_members = expect_status(
+        app.get(&format!("{base}/members?path_prefix=Root/Sandbox"), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(sandbox_members[0]["account_id"], built["accounts"]["sandbox-1"]);
+
+    // Everything readable again: connected.
+    proxy.faults(json!({})).await;
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "done", "{run}");
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "connected");
+}
+
+#[tokio::test]
+async fn the_organization_status_follows_the_selected_members_connections() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let (app, tenant, base) = registered(&proxy.url, built["org_id"].as_str().unwrap()).await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+    app.set_overrides(&tenant, json!({"org_features": true, "max_accounts": 10}))
+        .await;
+    let accounts = &built["accounts"];
+    let role = |name: &str| format!("arn:aws:iam::{}:role/CoverwatchAudit", accounts[name].as_str().unwrap());
+    // api-1's audit role cannot be assumed; web-1 and api-2's can.
+    proxy.faults(json!({"deny_roles": [role("api-1")]})).await;
+    let result = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"path_prefix": "Root/Production"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let outcome: std::collections::BTreeMap<String, String> = result["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["account_id"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(outcome.len(), 3);
+    assert_eq!(outcome[accounts["api-1"].as_str().unwrap()], "error");
+    assert_eq!(outcome[accounts["web-1"].as_str().unwrap()], "connected");
+    assert_eq!(outcome[accounts["api-2"].as_str().unwrap()], "connected");
+    let failed = expect_status(
+        app.get(&format!("{base}/members?status=error"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(failed[0]["account_id"], accounts["api-1"]);
+    assert!(
+        failed[0]["status_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("AccessDenied: User is not authorized to perform: sts:AssumeRole"),
+        "{failed}"
+    );
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "partial", "one selected member failed");
+    assert_eq!(detail["connected_members"], 2);
+    assert_eq!(detail["failed_members"], 1);
+
+    // Disconnect the two that connected: only the failed one is selected.
+    for name in ["web-1", "api-2"] {
+        let member = expect_status(
+            app.post(
+                &format!("{base}/members/{}/disconnect", accounts[name].as_str().unwrap()),
+                &tenant.key,
+                json!({}),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(member["lifecycle"], "discovered");
+    }
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "error", "every selected member failed");
+
+    // Deselecting the failed member too restores connected.
+    let member = expect_status(
+        app.post(
+            &format!("{base}/members/{}/disconnect", accounts["api-1"].as_str().unwrap()),
+            &tenant.key,
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(member["lifecycle"], "discovered");
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "connected");
+    let changes: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload::jsonb -> 'OrganizationStatusChanged' -> 'to' FROM events
+          WHERE event_type = 'OrganizationStatusChanged' ORDER BY position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        changes,
+        [json!("connected"), json!("partial"), json!("error"), json!("connected")]
+    );
+}
+
+#[tokio::test]
+async fn a_role_in_another_organization_reads_nothing_and_is_an_error() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let (app, tenant, base) = registered(&moto.url, "o-aaaaaaaaaa").await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    let run = discover(&app, &tenant, &org).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(
+        run["errors"],
+        json!([format!(
+            "the role belongs to organization {}, not o-aaaaaaaaaa",
+            built["org_id"].as_str().unwrap()
+        )])
+    );
+    let detail = expect_status(app.get(&base, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(detail["status"], "error");
+    assert_eq!(detail["members"], 0);
+    assert_eq!(detail["sources"], json!([]));
 }

@@ -179,7 +179,8 @@ pub async fn disconnect_account(
     disconnect(&state, &member, &info, tenant_id, &account_id).await
 }
 
-/// Disconnects an account in the tenant's CloudAccounts aggregate.
+/// Disconnects an account in the tenant's CloudAccounts aggregate; an
+/// organization member is also deselected in its organization.
 async fn disconnect(
     state: &AppState,
     member: &crate::auth::Member,
@@ -191,12 +192,34 @@ async fn disconnect(
     let command = CloudAccountsCommand::Disconnect {
         account_id: account_id.clone(),
     };
+    let metadata = member.metadata(info);
     let committed = state
         .cloud_accounts
-        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(info), RETRIES)
+        .execute_retrying(tenant_id, (tenant_id, command), &metadata, RETRIES)
         .await?;
     state.settle(committed).await;
-    account_view(state, tenant_id, account_id.as_str()).await
+    let view = account_view(state, tenant_id, account_id.as_str()).await?;
+    if let Some(org_id) = view.organization_id {
+        deselect(state, org_id, account_id.as_str(), &metadata).await?;
+    }
+    Ok(view)
+}
+
+async fn deselect(
+    state: &AppState,
+    org_id: Uuid,
+    account_id: &str,
+    metadata: &coverwatch_commands::CommandMetadata,
+) -> ApiResult<()> {
+    let command = CloudOrganizationCommand::RecordMemberDisconnected {
+        account_id: account_id.to_owned(),
+    };
+    let committed = state
+        .cloud_organizations
+        .execute_retrying(org_id, command, metadata, RETRIES)
+        .await?;
+    state.settle(committed).await;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -374,14 +397,24 @@ pub struct DiscoveryStarted {
     pub run_id: Uuid,
 }
 
-async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<(String, String)> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT role_arn, external_id FROM cloud_organizations WHERE id = $1 AND tenant_id = $2")
-            .bind(org_id)
-            .bind(tenant_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    row.ok_or_else(|| crate::error::ApiError::NotFound("cloud organization".into()))
+/// The tenant's organization, as discovery reaches it (404 for another
+/// tenant's).
+async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<crate::discovery::Target> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT role_arn, external_id, external_org_id FROM cloud_organizations WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(org_id)
+    .bind(tenant_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (role_arn, external_id, external_org_id) =
+        row.ok_or_else(|| crate::error::ApiError::NotFound("cloud organization".into()))?;
+    Ok(crate::discovery::Target {
+        org_id,
+        role_arn,
+        external_id,
+        external_org_id,
+    })
 }
 
 /// Start discovering the organization's hierarchy in the background (owner
@@ -398,7 +431,7 @@ pub async fn discover(
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin runs discovery")?;
-    let (role_arn, external_id) = organization_of(&state, tenant_id, org_id).await?;
+    let target = organization_of(&state, tenant_id, org_id).await?;
     if !state.billing.entitlements(tenant_id).await?.org_features {
         return Err(crate::error::ApiError::PlanFeature {
             feature: "organization features".into(),
@@ -417,14 +450,7 @@ pub async fn discover(
     .execute(&state.pool)
     .await?;
     let metadata = member.metadata(&info);
-    tokio::spawn(crate::discovery::run(
-        state.clone(),
-        org_id,
-        run_id,
-        role_arn,
-        external_id,
-        metadata,
-    ));
+    tokio::spawn(crate::discovery::run(state.clone(), target, run_id, metadata));
     Ok((StatusCode::ACCEPTED, Json(DiscoveryStarted { run_id })))
 }
 
@@ -476,7 +502,7 @@ pub struct MemberView {
     pub parent_id: String,
     pub path: String,
     pub path_ids: Vec<String>,
-    /// discovered, connected or error.
+    /// discovered, connecting, connected or error.
     pub lifecycle: String,
     /// Why connecting failed (the AWS error), when it did.
     pub status_reason: Option<String>,
@@ -487,7 +513,7 @@ pub struct MemberView {
 pub struct MemberQuery {
     /// `Root/Production` selects that subtree.
     pub path_prefix: Option<String>,
-    /// discovered, connected or error.
+    /// discovered, connecting, connected or error.
     pub status: Option<String>,
     /// AWS status, e.g. ACTIVE or SUSPENDED.
     pub aws_status: Option<String>,
@@ -692,71 +718,44 @@ pub async fn connect_members(
     let metadata = member.metadata(&info);
     let (environment, region) = (environment.unwrap(), region.unwrap());
     let mut results = vec![];
+    // Suspended or closed accounts are refused up front; the rest are
+    // selected (connecting) in the organization before any AWS call.
+    let (active, inactive): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, status)| status == "ACTIVE");
+    for (account_id, aws_status) in inactive {
+        results.push(MemberConnection {
+            account_id,
+            status: "error".into(),
+            reason: Some(format!("the account is {aws_status}: it cannot be connected")),
+        });
+    }
+    let account_ids: Vec<String> = active.into_iter().map(|(id, _)| id).collect();
+    if !account_ids.is_empty() {
+        let command = CloudOrganizationCommand::RequestMemberConnections {
+            account_ids: account_ids.clone(),
+        };
+        state
+            .cloud_organizations
+            .execute_retrying(org_id, command, &metadata, RETRIES)
+            .await?;
+    }
     let mut limit_refusals = None;
-    for (account_id, aws_status) in members {
-        let fail = |status: &str, reason: String| MemberConnection {
-            account_id: account_id.clone(),
-            status: status.into(),
-            reason: Some(reason),
-        };
-        if aws_status != "ACTIVE" {
-            results.push(fail(
-                "error",
-                format!("the account is {aws_status}: it cannot be connected"),
-            ));
-            continue;
+    for account_id in account_ids {
+        let outcome = connect_member(
+            &state,
+            tenant_id,
+            org_id,
+            &account_id,
+            &member_role,
+            &external_id,
+            &metadata,
+            environment,
+            &region,
+        )
+        .await?;
+        if let MemberOutcome::Refused { used, limit } = outcome {
+            limit_refusals = Some((used, limit));
         }
-        let role_arn = format!("arn:aws:iam::{account_id}:role/{member_role}");
-        if let Err(reason) = state.discovery.verify_role(&role_arn, &external_id).await {
-            let command = CloudOrganizationCommand::RecordMemberFailure {
-                account_id: account_id.clone(),
-                reason: reason.clone(),
-            };
-            let committed = state
-                .cloud_organizations
-                .execute_retrying(org_id, command, &metadata, RETRIES)
-                .await?;
-            state.settle(committed).await;
-            results.push(fail("error", reason));
-            continue;
-        }
-        let command = CloudAccountsCommand::Connect {
-            account: NewAccount {
-                account_id: AwsAccountId::parse(&account_id)?,
-                alias: None,
-                region: region.clone(),
-                role_arn: RoleArn::parse(&role_arn)?,
-                environment,
-                source: AccountSource::Organization(org_id),
-            },
-            max_accounts: state.billing.entitlements(tenant_id).await?.max_accounts,
-        };
-        let outcome = state
-            .cloud_accounts
-            .execute_retrying(tenant_id, (tenant_id, command), &metadata, RETRIES)
-            .await;
-        use coverwatch_commands::CommandError;
-        use coverwatch_domain::cloud::CloudError;
-        match outcome {
-            Ok(committed) => {
-                state.settle(committed).await;
-                results.push(MemberConnection {
-                    account_id,
-                    status: "connected".into(),
-                    reason: None,
-                });
-            }
-            Err(CommandError::Cloud(CloudError::Conflict(_))) => results.push(MemberConnection {
-                account_id,
-                status: "already_connected".into(),
-                reason: None,
-            }),
-            Err(CommandError::Cloud(CloudError::LimitReached { used, limit })) => {
-                limit_refusals = Some((used, limit));
-                results.push(fail("refused", format!("the plan allows {limit} cloud accounts")));
-            }
-            Err(other) => return Err(other.into()),
-        }
+        results.push(outcome.view(account_id));
     }
     // Nothing could be connected because of the limit: that is a 402.
     if let Some((used, limit)) = limit_refusals
@@ -771,21 +770,135 @@ pub async fn connect_members(
     Ok(Json(MemberConnections { results }))
 }
 
-/// Disconnect a member account (owner or admin): it stays discovered.
+enum MemberOutcome {
+    Connected,
+    AlreadyConnected,
+    Failed(String),
+    Refused { used: u64, limit: u64 },
+}
+
+impl MemberOutcome {
+    fn view(self, account_id: String) -> MemberConnection {
+        let (status, reason) = match self {
+            Self::Connected => ("connected", None),
+            Self::AlreadyConnected => ("already_connected", None),
+            Self::Failed(reason) => ("error", Some(reason)),
+            Self::Refused { limit, .. } => ("refused", Some(format!("the plan allows {limit} cloud accounts"))),
+        };
+        MemberConnection {
+            account_id,
+            status: status.into(),
+            reason,
+        }
+    }
+}
+
+/// Assumes the member's audit role, connects it against the plan's limit and
+/// records the outcome in the organization (connected, failed with the AWS
+/// error, or deselected when the plan refused it).
+#[allow(clippy::too_many_arguments)]
+async fn connect_member(
+    state: &AppState,
+    tenant_id: Uuid,
+    org_id: Uuid,
+    account_id: &str,
+    member_role: &str,
+    external_id: &str,
+    metadata: &coverwatch_commands::CommandMetadata,
+    environment: Environment,
+    region: &Region,
+) -> ApiResult<MemberOutcome> {
+    use coverwatch_commands::CommandError;
+    use coverwatch_domain::cloud::CloudError;
+    let role_arn = format!("arn:aws:iam::{account_id}:role/{member_role}");
+    let (outcome, record) = match state.discovery.verify_role(&role_arn, external_id).await {
+        Err(reason) => (
+            MemberOutcome::Failed(reason.clone()),
+            CloudOrganizationCommand::RecordMemberFailure {
+                account_id: account_id.to_owned(),
+                reason,
+            },
+        ),
+        Ok(()) => {
+            let command = CloudAccountsCommand::Connect {
+                account: NewAccount {
+                    account_id: AwsAccountId::parse(account_id)?,
+                    alias: None,
+                    region: region.clone(),
+                    role_arn: RoleArn::parse(&role_arn)?,
+                    environment,
+                    source: AccountSource::Organization(org_id),
+                },
+                max_accounts: state.billing.entitlements(tenant_id).await?.max_accounts,
+            };
+            let connected = CloudOrganizationCommand::RecordMemberConnected {
+                account_id: account_id.to_owned(),
+            };
+            match state
+                .cloud_accounts
+                .execute_retrying(tenant_id, (tenant_id, command), metadata, RETRIES)
+                .await
+            {
+                Ok(committed) => {
+                    state.settle(committed).await;
+                    (MemberOutcome::Connected, connected)
+                }
+                Err(CommandError::Cloud(CloudError::Conflict(_))) => (MemberOutcome::AlreadyConnected, connected),
+                Err(CommandError::Cloud(CloudError::LimitReached { used, limit })) => (
+                    MemberOutcome::Refused { used, limit },
+                    CloudOrganizationCommand::RecordMemberDisconnected {
+                        account_id: account_id.to_owned(),
+                    },
+                ),
+                Err(other) => return Err(other.into()),
+            }
+        }
+    };
+    let committed = state
+        .cloud_organizations
+        .execute_retrying(org_id, record, metadata, RETRIES)
+        .await?;
+    state.settle(committed).await;
+    Ok(outcome)
+}
+
+/// Disconnect a member account (owner or admin): it stays discovered. A
+/// member whose connection failed is deselected the same way.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members/{account_id}/disconnect",
     tag = "cloud", params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), ("account_id" = String, Path)),
-    security(("api_key" = [])), responses((status = 200, body = CloudAccountView)))]
+    security(("api_key" = [])), responses((status = 200, body = MemberView), (status = 404, body = crate::error::Problem)))]
 pub async fn disconnect_member(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
     ApiPath((tenant_id, org_id, account_id)): ApiPath<(Uuid, Uuid, String)>,
-) -> ApiResult<Json<CloudAccountView>> {
+) -> ApiResult<Json<MemberView>> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin disconnects members")?;
     organization_of(&state, tenant_id, org_id).await?;
-    disconnect(&state, &member, &info, tenant_id, &account_id).await
+    let view = member_view(&state, org_id, &account_id).await?;
+    match disconnect(&state, &member, &info, tenant_id, &account_id).await {
+        Ok(_) => {}
+        // Never connected (e.g. its role could not be assumed): deselect it.
+        Err(crate::error::ApiError::NotFound(_)) if view.lifecycle != "connected" => {
+            deselect(&state, org_id, &account_id, &member.metadata(&info)).await?;
+        }
+        Err(other) => return Err(other),
+    }
+    Ok(Json(member_view(&state, org_id, &account_id).await?))
+}
+
+async fn member_view(state: &AppState, org_id: Uuid, account_id: &str) -> ApiResult<MemberView> {
+    let row: Option<MemberView> = sqlx::query_as(
+        "SELECT account_id, name, email, aws_status, parent_id, path, path_ids, lifecycle, status_reason
+           FROM cloud_org_members WHERE organization_id = $1 AND account_id = $2",
+    )
+    .bind(org_id)
+    .bind(account_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    row.ok_or_else(|| crate::error::ApiError::NotFound(format!("member account {account_id}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -796,8 +909,31 @@ pub struct OrganizationDetail {
     pub members: i64,
     pub connected_members: i64,
     pub failed_members: i64,
+    /// The last discovery's own outcome (connected, partial or error).
+    pub discovery_status: Option<String>,
+    /// Delegated administrators with the service principals they administer.
+    #[schema(value_type = Vec<Object>)]
+    pub delegated_administrators: serde_json::Value,
+    /// SCPs with their targets: preventive controls, never detections.
+    #[schema(value_type = Vec<Object>)]
+    pub service_control_policies: serde_json::Value,
+    /// Organization-level detection sources.
+    pub sources: Vec<SourceView>,
     /// The newest discovery run, if any.
     pub last_discovery: Option<DiscoveryRunView>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SourceView {
+    /// The trail or aggregator ARN, or `guardduty:<account>` / `securityhub:<account>`.
+    pub source_id: String,
+    /// cloudtrail_organization_trail, config_aggregator, security_hub or guardduty.
+    pub kind: String,
+    pub name: String,
+    pub account_id: String,
+    /// What the source says of itself (regions, logging, aggregation scope).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
 }
 
 /// One cloud organization with its counts and last discovery (members).
@@ -827,6 +963,24 @@ pub async fn get_organization(
     .bind(org_id)
     .fetch_one(&state.pool)
     .await?;
+    let (discovery_status, delegated_administrators, service_control_policies): (
+        Option<String>,
+        serde_json::Value,
+        serde_json::Value,
+    ) = sqlx::query_as(
+        "SELECT discovery_status, delegated_administrators, service_control_policies
+           FROM cloud_organizations WHERE id = $1",
+    )
+    .bind(org_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let sources: Vec<SourceView> = sqlx::query_as(
+        "SELECT source_id, kind, name, account_id, detail FROM cloud_org_sources
+          WHERE organization_id = $1 ORDER BY kind, source_id",
+    )
+    .bind(org_id)
+    .fetch_all(&state.pool)
+    .await?;
     let last_discovery: Option<DiscoveryRunView> = sqlx::query_as(
         "SELECT run_id, status, pages, ous, accounts, errors, started_at, finished_at FROM discovery_runs
           WHERE organization_id = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1",
@@ -840,6 +994,10 @@ pub async fn get_organization(
         members,
         connected_members: connected,
         failed_members: failed,
+        discovery_status,
+        delegated_administrators,
+        service_control_policies,
+        sources,
         last_discovery,
     }))
 }

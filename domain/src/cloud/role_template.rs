@@ -1,19 +1,18 @@
 //! The read-only audit role Coverwatch assumes in a tenant's accounts, as a
 //! CloudFormation (StackSet) template and a Terraform module, with the
 //! tenant's external id filled in. The permissions are exactly the calls
-//! discovery and scanning make, all read-only.
+//! discovery makes, all read-only.
 
 use serde_json::json;
 
-/// Every action the role allows: what discovery and scanning call.
-pub const READ_ONLY_ACTIONS: [&str; 21] = [
+/// Every action the role allows: exactly what discovery calls (GuardDuty's
+/// and Security Hub's administrators are read as Organizations' delegated
+/// administrators), all read-only.
+pub const READ_ONLY_ACTIONS: [&str; 11] = [
     "organizations:DescribeOrganization",
-    "organizations:DescribeAccount",
     "organizations:ListRoots",
     "organizations:ListOrganizationalUnitsForParent",
-    "organizations:ListAccounts",
     "organizations:ListAccountsForParent",
-    "organizations:ListParents",
     "organizations:ListDelegatedAdministrators",
     "organizations:ListDelegatedServicesForAccount",
     "organizations:ListPolicies",
@@ -21,13 +20,6 @@ pub const READ_ONLY_ACTIONS: [&str; 21] = [
     "cloudtrail:DescribeTrails",
     "cloudtrail:GetTrailStatus",
     "config:DescribeConfigurationAggregators",
-    "guardduty:ListDetectors",
-    "guardduty:GetDetector",
-    "guardduty:ListOrganizationAdminAccounts",
-    "securityhub:DescribeHub",
-    "securityhub:GetAdministratorAccount",
-    "securityhub:ListOrganizationAdminAccounts",
-    "securityhub:ListMembers",
 ];
 
 /// What the templates are made for.
