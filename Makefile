@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/coverwatch
 PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
 
-.PHONY: run test build bench lint fmt db-up db-stop clean-test-dbs test-tools kafka-tools broker broker-release
+.PHONY: run test build bench bench-discovery lint fmt db-up db-stop clean-test-dbs test-tools kafka-tools broker broker-release
 
 # Test tools kept outside the clone so only a fresh machine pays for them:
 # tansu (a Kafka-protocol broker, built from crates.io with SQLite and memory
@@ -71,6 +71,13 @@ broker-release: $(TANSU_RELEASE)
 bench:
 	$(CARGO) build --release --bin coverwatch
 	$(or $(CARGO_TARGET_DIR),target)/release/coverwatch bench
+
+# The discovery benchmark: a 1,000-account, 30-OU organization in moto,
+# Coverwatch's discovery beside a plain boto3 walk (needs `make test-tools`).
+bench-discovery: test-tools
+	$(CARGO) build --release --bin coverwatch
+	.coverwatch/venv/bin/python tests/tools/bench_discovery.py \
+		--coverwatch $(or $(CARGO_TARGET_DIR),target)/release/coverwatch
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -46,6 +46,19 @@ enum Command {
     },
     /// Measure Kafka publishing: latency at a paced load, and backlog drain.
     BenchKafka(KafkaBench),
+    /// Time one full AWS discovery against an endpoint (JSON; see
+    /// `make bench-discovery`).
+    BenchDiscovery {
+        /// The AWS endpoint (moto).
+        #[arg(long)]
+        endpoint: String,
+        /// The organization's id (`o-...`).
+        #[arg(long)]
+        organization_id: String,
+        /// Pace per AWS operation; 0 lets the server be the bottleneck.
+        #[arg(long, default_value_t = 0.0)]
+        requests_per_second: f64,
+    },
     /// Measure command throughput against raw inserts, and catch-up speed.
     Bench {
         #[arg(long, default_value_t = 32)]
@@ -173,6 +186,11 @@ pub async fn run() -> anyhow::Result<()> {
             seconds,
             catch_up_events,
         } => crate::bench::run(settings, clients, seconds, catch_up_events).await,
+        Command::BenchDiscovery {
+            endpoint,
+            organization_id,
+            requests_per_second,
+        } => crate::bench::discovery::run(&endpoint, &organization_id, requests_per_second).await,
         Command::BenchKafka(args) => {
             crate::bench::kafka(settings, &args.brokers, args.rate, args.seconds, args.backlog).await
         }

@@ -187,6 +187,19 @@ impl From<CommandError> for ApiError {
                     },
                 }
             }
+            CommandError::Detection(error) => {
+                use coverwatch_domain::detection::DetectionError as E;
+                match error {
+                    E::NotFound => Self::NotFound("detection".into()),
+                    E::AlreadyRegistered => Self::Conflict(error.to_string()),
+                    E::Retired => Self::Gone(error.to_string()),
+                    E::Rule(message) => Self::Unprocessable(message),
+                    E::FeatureNotInPlan { feature, required_tier } => Self::PlanFeature {
+                        feature: feature.into(),
+                        required_tier: required_tier.to_string(),
+                    },
+                }
+            }
             CommandError::Subscription(error) => {
                 use coverwatch_domain::subscription::SubscriptionError as E;
                 match error {

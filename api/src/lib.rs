@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod coverage_history;
+pub mod derived;
 pub mod discovery;
 pub mod error;
 pub mod extract;

@@ -6,7 +6,8 @@ use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::routes::{
-    admin, admin_billing, api_keys, audit, auditors, billing, cloud, health, invitations, members, metrics, tenants,
+    admin, admin_billing, api_keys, audit, auditors, billing, cloud, coverage, detections, health, invitations,
+    members, metrics, tenants,
 };
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -16,7 +17,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use coverwatch_commands::billing::Billing;
-use coverwatch_commands::{CloudAccountsCommands, CloudOrganizationCommands, SubscriptionCommands, TenantCommands};
+use coverwatch_commands::{
+    CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, SubscriptionCommands, TenantCommands,
+};
 use coverwatch_domain::clock::{Clock, SystemClock};
 use coverwatch_domain::subscription::SubscriptionServices;
 use coverwatch_domain::tenant::TenantServices;
@@ -122,6 +125,11 @@ impl Application {
             TenantServices { clock: clock.clone() },
             wake_tx.clone(),
         ));
+        let detections = Arc::new(DetectionCommands::new(
+            pool.clone(),
+            TenantServices { clock: clock.clone() },
+            wake_tx.clone(),
+        ));
         let mut publisher_metrics = None;
         let runtime = if settings.subscribers {
             let watcher = Arc::new(crate::usage::ThresholdWatcher {
@@ -130,6 +138,11 @@ impl Application {
                 cloud_accounts: cloud_accounts.clone(),
             });
             let mut subscribers = all_subscribers(settings.digests(signer.clone()), Some(watcher));
+            subscribers.push(Arc::new(crate::derived::DerivedDetections {
+                detections: detections.clone(),
+                billing: billing.clone(),
+                catalog: catalog.clone(),
+            }));
             if let Some(kafka) = settings.kafka()? {
                 let publisher = Arc::new(KafkaPublisher::new(kafka)?);
                 publisher_metrics = Some(publisher.metrics.clone());
@@ -150,6 +163,7 @@ impl Application {
             billing: billing.clone(),
             cloud_accounts,
             cloud_organizations,
+            detections,
             discovery: coverwatch_commands::aws::Discovery::new(&settings.aws()).await,
             catalog,
             rate_limiter: Arc::default(),
@@ -238,15 +252,20 @@ impl Application {
 }
 
 /// Records period ends and grace ends as they fall due (entitlements already
-/// follow the clock; this puts the transition in the log).
+/// follow the clock; this puts the transition in the log), and keeps the
+/// coverage history (daily snapshots, retention).
 async fn settle_due_subscriptions(billing: Arc<Billing>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(error) = billing.settle_due(billing.clock.now()).await {
+        let now = billing.clock.now();
+        if let Err(error) = billing.settle_due(now).await {
             tracing::warn!(error = ?error, "settling due subscriptions failed");
+        }
+        if let Err(error) = crate::coverage_history::maintain(&billing, now).await {
+            tracing::warn!(error = ?error, "coverage history upkeep failed");
         }
     }
 }
@@ -327,6 +346,15 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud::hierarchy))
         .routes(routes!(cloud::connect_members))
         .routes(routes!(cloud::disconnect_member))
+        .routes(routes!(detections::register, detections::list))
+        .routes(routes!(detections::get, detections::change, detections::retire))
+        .routes(routes!(detections::disable))
+        .routes(routes!(detections::enable))
+        .routes(routes!(coverage::account))
+        .routes(routes!(coverage::account_layer))
+        .routes(routes!(coverage::organization))
+        .routes(routes!(coverage::snapshots))
+        .routes(routes!(coverage::organization_layer))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))
         .routes(routes!(admin_billing::put_overrides))

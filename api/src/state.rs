@@ -19,6 +19,7 @@ pub struct AppState {
     pub billing: Arc<Billing>,
     pub cloud_accounts: Arc<coverwatch_commands::CloudAccountsCommands>,
     pub cloud_organizations: Arc<coverwatch_commands::CloudOrganizationCommands>,
+    pub detections: Arc<coverwatch_commands::DetectionCommands>,
     pub discovery: coverwatch_commands::aws::Discovery,
     pub catalog: Arc<PlanCatalog>,
     pub rate_limiter: Arc<crate::usage::RateLimiter>,

@@ -12,6 +12,8 @@ pub enum CommandError {
     Subscription(#[from] SubscriptionError),
     #[error(transparent)]
     Cloud(#[from] coverwatch_domain::cloud::CloudError),
+    #[error(transparent)]
+    Detection(#[from] coverwatch_domain::detection::DetectionError),
     /// Another command changed the aggregate first, or a unique rule enforced
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]

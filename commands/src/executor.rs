@@ -23,6 +23,8 @@ pub type SubscriptionCommands = Commands<Subscription>;
 pub type CloudAccountsCommands = Commands<coverwatch_domain::cloud::CloudAccounts>;
 /// Cloud organizations (under their own ids).
 pub type CloudOrganizationCommands = Commands<coverwatch_domain::cloud::CloudOrganization>;
+/// Detections (under their own ids).
+pub type DetectionCommands = Commands<coverwatch_domain::detection::Detection>;
 
 /// Loading a tenant reads its latest snapshot and the events after it, so a
 /// command costs the same on the thousandth event as on the first. Snapshots

@@ -13,6 +13,7 @@ pub mod stripe;
 
 pub use error::CommandError;
 pub use executor::{
-    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, SubscriptionCommands, TenantCommands,
+    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, DetectionCommands, SubscriptionCommands,
+    TenantCommands,
 };
 pub use metadata::CommandMetadata;

@@ -186,6 +186,11 @@ impl Role {
         matches!(self, Self::Owner | Self::Admin)
     }
 
+    /// Registering and changing detections.
+    pub fn can_manage_detections(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin | Self::Analyst)
+    }
+
     /// The audit log and the history.
     pub fn can_read_audit(self) -> bool {
         matches!(self, Self::Owner | Self::Admin | Self::Auditor)

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod billing;
 pub mod cloud;
+pub mod coverage;
 pub mod digest;
 pub mod directory;
 pub mod event;
@@ -30,6 +31,7 @@ fn read_models_with(seat_watcher: Option<Arc<dyn billing::SeatWatcher>>) -> Vec<
         Arc::new(audit::AuditTrail),
         Arc::new(billing::Billing { watcher: seat_watcher }),
         Arc::new(cloud::Cloud),
+        Arc::new(coverage::Coverage),
     ]
 }
 

@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Moto {
-    url: String,
+pub(crate) struct Moto {
+    pub(crate) url: String,
     _child: tokio::process::Child,
 }
 
 impl Moto {
-    async fn start() -> Moto {
+    pub(crate) async fn start() -> Moto {
         let port = free_port();
         let child = tokio::process::Command::new(python())
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -95,7 +95,7 @@ impl FaultProxy {
 /// The rich organization of `tests/tools/aws_org.py`, built with boto3:
 /// three-level OUs, a GuardDuty delegated administrator, an SCP on two OUs,
 /// an organization trail and a Config aggregator.
-async fn rich_organization(moto: &Moto) -> Value {
+pub(crate) async fn rich_organization(moto: &Moto) -> Value {
     let output = tokio::process::Command::new(python())
         .arg(workspace_root().join("tests/tools/aws_org.py"))
         .args(["rich", "--endpoint", &moto.url])
@@ -109,8 +109,18 @@ async fn rich_organization(moto: &Moto) -> Value {
 /// An app whose AWS SDK goes to `endpoint`, a tenant with organization
 /// features, and the organization registered.
 async fn registered(endpoint: &str, org_id: &str) -> (TestApp, TestTenant, String) {
+    registered_on(endpoint, org_id, Arc::new(SystemClock)).await
+}
+
+/// The same, on `clock`, with due upkeep (settling, coverage history) every 100 ms.
+pub(crate) async fn registered_on(
+    endpoint: &str,
+    org_id: &str,
+    clock: Arc<dyn coverwatch_domain::clock::Clock>,
+) -> (TestApp, TestTenant, String) {
     let endpoint = endpoint.to_owned();
-    let app = spawn_app_with(Arc::new(SystemClock), move |settings| {
+    let app = spawn_app_with(clock, move |settings| {
+        settings.settle_interval_ms = 100;
         settings.aws_endpoint_url = Some(endpoint);
         settings.aws_access_key_id = Some("testing".into());
         settings.aws_secret_access_key = Some("testing".to_owned().into());
@@ -221,7 +231,7 @@ async fn build_organization(aws: &Client) -> Built {
     Built { org_id, accounts, ous }
 }
 
-async fn discover(app: &TestApp, tenant: &TestTenant, org: &str) -> Value {
+pub(crate) async fn discover(app: &TestApp, tenant: &TestTenant, org: &str) -> Value {
     let started = expect_status(
         app.post(
             &format!("/v1/tenants/{}/cloud-organizations/{org}/discover", tenant.id),

@@ -4,6 +4,7 @@
 mod audit;
 mod billing;
 mod cloud;
+mod coverage;
 mod crash;
 mod discovery;
 mod errors;

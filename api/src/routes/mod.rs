@@ -8,6 +8,8 @@ pub mod audit;
 pub mod auditors;
 pub mod billing;
 pub mod cloud;
+pub mod coverage;
+pub mod detections;
 pub mod health;
 pub mod invitations;
 pub mod members;

@@ -1,4 +1,5 @@
-//! `coverwatch bench`: the foundation's speed figures, printed, never asserted.
+//! `coverwatch bench`: the foundation's speed figures, printed, never asserted
+//! (`discovery`: the AWS discovery benchmark's Rust side).
 //!
 //! 1. Command throughput: the real server on the local PostgreSQL, driven over
 //!    HTTP by N concurrent clients, each updating its own tenant's profile
@@ -8,6 +9,8 @@
 //!    INSERT + COMMIT of the same event row (same payload and metadata).
 //! 3. Catch-up: synthetic events are appended, the read models emptied, and
 //!    the subscription runtime timed from position 0.
+
+pub mod discovery;
 
 use crate::local_pg::LocalPostgres;
 use crate::settings::Settings;

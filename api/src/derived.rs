@@ -1,0 +1,164 @@
+//! Derived detections: a process manager over the log. When discovery
+//! records an organization-level source (an organization CloudTrail trail, a
+//! Config aggregator, Security Hub or GuardDuty administration), it registers
+//! an organization-scoped detection for it with the CTID mapping's detect
+//! techniques; a changed source updates it (a trail that stopped logging
+//! disables it), a removed one retires it. Detection ids are derived from the
+//! organization and the source, so a replayed event changes nothing.
+
+use coverwatch_commands::billing::{Billing, RETRIES};
+use coverwatch_commands::{CommandError, CommandMetadata, DetectionCommands};
+use coverwatch_domain::attack::{self, ctid_mappings};
+use coverwatch_domain::cloud::CloudOrganizationEvent;
+use coverwatch_domain::cloud::sources::{OrganizationSource, SourceDetail, SourceKind};
+use coverwatch_domain::detection::{
+    DerivedFrom, DetectionCommand, DetectionError, DetectionScope, DetectionSource, Techniques,
+};
+use coverwatch_domain::plans::PlanCatalog;
+use coverwatch_domain::values::Name;
+use coverwatch_projections::{StoredEvent, Subscriber};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct DerivedDetections {
+    pub detections: Arc<DetectionCommands>,
+    pub billing: Arc<Billing>,
+    pub catalog: Arc<PlanCatalog>,
+}
+
+/// The detection Coverwatch keeps for one source of one organization.
+pub fn derived_id(organization_id: Uuid, source_id: &str) -> Uuid {
+    let digest = Sha256::digest(format!("derived-detection:{organization_id}:{source_id}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The detection source and CTID control a kind of organization source is.
+fn control(kind: SourceKind) -> (DetectionSource, &'static str) {
+    match kind {
+        // CTID marks CloudTrail not mappable: a log source, mapped to nothing.
+        SourceKind::CloudtrailOrganizationTrail => (DetectionSource::LogSink, "aws_cloudtrail"),
+        SourceKind::ConfigAggregator => (DetectionSource::ConfigRule, "aws_config"),
+        SourceKind::SecurityHub => (DetectionSource::SecurityhubControl, "aws_security_hub"),
+        SourceKind::Guardduty => (DetectionSource::Guardduty, "amazon_guardduty"),
+    }
+}
+
+fn techniques(kind: SourceKind) -> Techniques {
+    let (_, control) = control(kind);
+    ctid_mappings()
+        .detect("aws", control, attack::latest())
+        .into_iter()
+        .map(|m| (m.technique, m.confidence))
+        .collect()
+}
+
+/// Whether the source currently feeds detections (a trail must be logging).
+fn active(source: &OrganizationSource) -> bool {
+    !matches!(
+        source.detail,
+        SourceDetail::CloudtrailOrganizationTrail {
+            logging: Some(false),
+            ..
+        }
+    )
+}
+
+impl DerivedDetections {
+    async fn run(&self, id: Uuid, command: DetectionCommand, tenant_id: Uuid) -> anyhow::Result<()> {
+        let metadata = CommandMetadata::system(tenant_id);
+        match self.detections.execute_retrying(id, command, &metadata, RETRIES).await {
+            Ok(_) => Ok(()),
+            // Already done (a replay), or no longer possible: nothing to do.
+            Err(CommandError::Detection(
+                DetectionError::AlreadyRegistered | DetectionError::Retired | DetectionError::NotFound,
+            )) => Ok(()),
+            Err(CommandError::Detection(refused)) => {
+                tracing::warn!(%id, %tenant_id, error = %refused, "a derived detection was refused");
+                Ok(())
+            }
+            Err(other) => Err(anyhow::anyhow!(other).context("a derived detection command")),
+        }
+    }
+
+    async fn found(&self, tenant_id: Uuid, organization_id: Uuid, source: OrganizationSource) -> anyhow::Result<()> {
+        let id = derived_id(organization_id, &source.id);
+        let kind = source.kind();
+        let (detection_source, _) = control(kind);
+        let entitlements = self.billing.entitlements(tenant_id).await?;
+        let name = Name::parse(
+            &format!("{} ({})", source.name, source.id)
+                .chars()
+                .take(100)
+                .collect::<String>(),
+        )
+        .or_else(|_| Name::parse(kind.as_str()))
+        .map_err(|e| anyhow::anyhow!("a derived detection's name: {e}"))?;
+        let register = DetectionCommand::Register {
+            detection_id: id,
+            tenant_id,
+            name,
+            source: detection_source,
+            techniques: techniques(kind),
+            scope: DetectionScope::Organization {
+                organization_id,
+                accounts: None,
+            },
+            attack_version: attack::latest().attack_version.clone(),
+            derived_from: Some(DerivedFrom {
+                organization_id,
+                source_id: source.id.clone(),
+                mapping_version: ctid_mappings().version("aws"),
+            }),
+            org_features: entitlements.org_features,
+            cheapest_with_org_features: self.catalog.cheapest_with_org_features(),
+        };
+        self.run(id, register, tenant_id).await?;
+        let toggle = if active(&source) {
+            DetectionCommand::Enable
+        } else {
+            DetectionCommand::Disable
+        };
+        self.run(id, toggle, tenant_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Subscriber for DerivedDetections {
+    fn name(&self) -> &'static str {
+        "derived_detections"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// It issues commands: a rebuild must not run it again.
+    fn rebuildable(&self) -> bool {
+        false
+    }
+
+    async fn handle(&self, _conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        use CloudOrganizationEvent as E;
+        for event in events.iter().filter(|e| e.aggregate_type == "cloud_organization") {
+            let (Some(tenant_id), Ok(organization_id)) = (event.tenant_id, event.aggregate_id.parse::<Uuid>()) else {
+                continue;
+            };
+            let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())?;
+            match decoded {
+                E::OrganizationSourceFound { source } | E::OrganizationSourceChanged { source } => {
+                    self.found(tenant_id, organization_id, source).await?;
+                }
+                E::OrganizationSourceRemoved { id, .. } => {
+                    self.run(derived_id(organization_id, &id), DetectionCommand::Retire, tenant_id)
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

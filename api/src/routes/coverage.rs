@@ -1,0 +1,574 @@
+//! ATT&CK coverage queries over the coverage read models: per account (with
+//! what its organization contributes), per organization or subtree (union,
+//! minimum, per account, per tactic), snapshot history, and ATT&CK Navigator
+//! layers (format 4.5). The denominator is the catalog's techniques and
+//! sub-techniques for a platform set (default: the cloud platforms).
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use coverwatch_domain::attack::{self, AttackCatalog, PlatformSet, TechniqueId};
+use coverwatch_domain::cloud::values::AwsAccountId;
+use coverwatch_domain::detection::coverage::{Breakdown, ratio, union_and_minimum};
+use coverwatch_domain::detection::{DetectionScope, DetectionStatus, Techniques};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    /// Comma-separated ATT&CK platforms (default IaaS,SaaS,Office Suite,Identity Provider).
+    pub platforms: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountCoverage {
+    pub account_id: String,
+    pub organization_id: Option<Uuid>,
+    pub total_coverage: f64,
+    pub covered: usize,
+    pub denominator: usize,
+    /// Covered only by the account's own detections.
+    pub account_techniques: Vec<String>,
+    /// Covered only by its organization's detections.
+    pub org_techniques: Vec<String>,
+    /// Covered by both.
+    pub overlap_techniques: Vec<String>,
+    pub attack_version: String,
+    pub platforms: Vec<String>,
+    /// The log position the coverage read model has reached.
+    pub as_of_position: i64,
+}
+
+fn platforms(input: Option<&str>) -> ApiResult<PlatformSet> {
+    match input {
+        None => Ok(PlatformSet::cloud()),
+        Some(list) => PlatformSet::parse(list, attack::latest()).map_err(|e| ApiError::validation("platforms", e)),
+    }
+}
+
+fn ids(set: &BTreeSet<TechniqueId>) -> Vec<String> {
+    set.iter().map(ToString::to_string).collect()
+}
+
+fn techniques(list: &[String]) -> BTreeSet<TechniqueId> {
+    list.iter().filter_map(|t| TechniqueId::parse(t).ok()).collect()
+}
+
+async fn as_of(state: &AppState) -> ApiResult<i64> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'coverage'")
+            .fetch_optional(&state.pool)
+            .await?;
+    Ok(position.unwrap_or(0))
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    account_id: String,
+    organization_id: Option<Uuid>,
+    own: Vec<String>,
+    inherited: Vec<String>,
+    path: Option<String>,
+}
+
+impl AccountRow {
+    fn breakdown(&self, denominator: &BTreeSet<&TechniqueId>) -> Breakdown {
+        Breakdown::of(&techniques(&self.own), &techniques(&self.inherited), denominator)
+    }
+}
+
+async fn account_row(state: &AppState, tenant_id: Uuid, account_id: &str) -> ApiResult<AccountRow> {
+    AwsAccountId::parse(account_id)?;
+    let row: Option<AccountRow> = sqlx::query_as(
+        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path FROM coverage_accounts c
+           LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
+          WHERE c.tenant_id = $1 AND c.account_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(account_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    row.ok_or_else(|| ApiError::NotFound("connected account".into()))
+}
+
+/// One connected account's coverage: its own detections and those it
+/// inherits from its organization (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("account_id" = String, Path), AccountQuery), security(("api_key" = [])),
+    responses((status = 200, body = AccountCoverage), (status = 404, body = crate::error::Problem)))]
+pub async fn account(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiQuery(query): ApiQuery<AccountQuery>,
+) -> ApiResult<Json<AccountCoverage>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let platforms = platforms(query.platforms.as_deref())?;
+    let as_of_position = as_of(&state).await?;
+    let row = account_row(&state, tenant_id, &account_id).await?;
+    let catalog = attack::latest();
+    let breakdown = row.breakdown(&catalog.denominator(&platforms));
+    Ok(Json(AccountCoverage {
+        account_id: row.account_id,
+        organization_id: row.organization_id,
+        total_coverage: breakdown.total(),
+        covered: breakdown.covered.len(),
+        denominator: breakdown.denominator,
+        account_techniques: ids(&breakdown.account_only),
+        org_techniques: ids(&breakdown.organization_only),
+        overlap_techniques: ids(&breakdown.overlap),
+        attack_version: catalog.attack_version.clone(),
+        platforms: platforms.names().map(str::to_owned).collect(),
+        as_of_position,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationQuery {
+    /// `Root/Production` limits the figures to that subtree's accounts.
+    pub path_prefix: Option<String>,
+    /// Comma-separated ATT&CK platforms (default the cloud platforms).
+    pub platforms: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Figure {
+    pub covered: usize,
+    pub total_coverage: f64,
+    pub techniques: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountLine {
+    pub account_id: String,
+    pub path: Option<String>,
+    pub total_coverage: f64,
+    pub covered: usize,
+    pub account_techniques: usize,
+    pub org_techniques: usize,
+    pub overlap_techniques: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TacticLine {
+    pub tactic: String,
+    pub name: String,
+    pub denominator: usize,
+    pub union: usize,
+    pub minimum: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationCoverage {
+    pub organization_id: Uuid,
+    pub path_prefix: Option<String>,
+    /// Covered in any of the accounts.
+    pub union: Figure,
+    /// Covered in every account.
+    pub minimum: Figure,
+    pub denominator: usize,
+    pub accounts: Vec<AccountLine>,
+    /// Enabled organization-scoped detections.
+    pub org_detection_count: i64,
+    /// Techniques the organization's detections cover in these accounts.
+    pub org_covered_techniques: Vec<String>,
+    pub by_tactic: Vec<TacticLine>,
+    pub attack_version: String,
+    pub platforms: Vec<String>,
+    pub as_of_position: i64,
+}
+
+/// The tenant's organization, or 404.
+async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<()> {
+    let ours: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cloud_organizations WHERE id = $1 AND tenant_id = $2)")
+            .bind(org_id)
+            .bind(tenant_id)
+            .fetch_one(&state.pool)
+            .await?;
+    if ours {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("cloud organization".into()))
+    }
+}
+
+async fn organization_rows(
+    state: &AppState,
+    tenant_id: Uuid,
+    org_id: Uuid,
+    path_prefix: Option<&str>,
+) -> ApiResult<Vec<AccountRow>> {
+    Ok(sqlx::query_as(
+        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path FROM coverage_accounts c
+           LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
+          WHERE c.tenant_id = $1 AND c.organization_id = $2
+            AND ($3::text IS NULL OR m.path = $3 OR starts_with(m.path, $3 || '/'))
+          ORDER BY c.account_id",
+    )
+    .bind(tenant_id)
+    .bind(org_id)
+    .bind(path_prefix)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+fn figure(set: &BTreeSet<TechniqueId>, denominator: usize) -> Figure {
+    Figure {
+        covered: set.len(),
+        total_coverage: ratio(set.len(), denominator),
+        techniques: ids(set),
+    }
+}
+
+fn by_tactic(
+    catalog: &AttackCatalog,
+    denominator: &BTreeSet<&TechniqueId>,
+    union: &BTreeSet<TechniqueId>,
+    minimum: &BTreeSet<TechniqueId>,
+) -> Vec<TacticLine> {
+    catalog
+        .tactics
+        .iter()
+        .map(|tactic| {
+            let within: Vec<&TechniqueId> = denominator
+                .iter()
+                .copied()
+                .filter(|t| catalog.get(t).is_some_and(|t| t.tactics.contains(&tactic.shortname)))
+                .collect();
+            TacticLine {
+                tactic: tactic.shortname.clone(),
+                name: tactic.name.clone(),
+                denominator: within.len(),
+                union: within.iter().filter(|t| union.contains(**t)).count(),
+                minimum: within.iter().filter(|t| minimum.contains(**t)).count(),
+            }
+        })
+        .collect()
+}
+
+/// Coverage of an organization's connected accounts, or of a subtree's
+/// (members): union, minimum, per account and per tactic.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), OrganizationQuery), security(("api_key" = [])),
+    responses((status = 200, body = OrganizationCoverage), (status = 404, body = crate::error::Problem)))]
+pub async fn organization(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<OrganizationQuery>,
+) -> ApiResult<Json<OrganizationCoverage>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let platforms = platforms(query.platforms.as_deref())?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let as_of_position = as_of(&state).await?;
+    let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
+    let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
+    let org_detection_count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM detections WHERE organization_id = $1 AND scope_type = 'organization' AND status = 'enabled'",
+    )
+    .bind(org_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let catalog = attack::latest();
+    let denominator = catalog.denominator(&platforms);
+    let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
+    let (union, minimum) = union_and_minimum(breakdowns.iter().map(|b| &b.covered));
+    let mut org_covered = BTreeSet::new();
+    for b in &breakdowns {
+        org_covered.extend(b.organization_only.iter().cloned());
+        org_covered.extend(b.overlap.iter().cloned());
+    }
+    let accounts = rows
+        .iter()
+        .zip(&breakdowns)
+        .map(|(row, b)| AccountLine {
+            account_id: row.account_id.clone(),
+            path: row.path.clone(),
+            total_coverage: b.total(),
+            covered: b.covered.len(),
+            account_techniques: b.account_only.len(),
+            org_techniques: b.organization_only.len(),
+            overlap_techniques: b.overlap.len(),
+        })
+        .collect();
+    Ok(Json(OrganizationCoverage {
+        organization_id: org_id,
+        path_prefix: prefix,
+        by_tactic: by_tactic(catalog, &denominator, &union, &minimum),
+        union: figure(&union, denominator.len()),
+        minimum: figure(&minimum, denominator.len()),
+        denominator: denominator.len(),
+        accounts,
+        org_detection_count,
+        org_covered_techniques: ids(&org_covered),
+        attack_version: catalog.attack_version.clone(),
+        platforms: platforms.names().map(str::to_owned).collect(),
+        as_of_position,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// RFC 3339; default 30 days before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339; default: no end.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    /// change (a figure moved) or daily.
+    pub kind: String,
+    pub position: i64,
+    pub attack_version: String,
+    #[schema(value_type = Object)]
+    pub figures: Value,
+}
+
+/// The organization's coverage snapshots in a time range, oldest first
+/// (members). History older than the tier's retention is pruned.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/snapshots", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), SnapshotQuery), security(("api_key" = [])),
+    responses((status = 200, body = Vec<Snapshot>)))]
+pub async fn snapshots(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<SnapshotQuery>,
+) -> ApiResult<Json<Vec<Snapshot>>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    organization_of(&state, tenant_id, org_id).await?;
+    let from = query
+        .from
+        .unwrap_or_else(|| query.to.unwrap_or_else(|| state.clock.now()) - chrono::Duration::days(30));
+    if query.to.is_some_and(|to| from > to) {
+        return Err(ApiError::validation("from", "must not be after to"));
+    }
+    let rows: Vec<Snapshot> = sqlx::query_as(
+        "SELECT taken_at, kind, position, attack_version, figures FROM (
+                SELECT * FROM coverage_snapshots UNION ALL SELECT * FROM coverage_daily_snapshots) s
+          WHERE tenant_id = $1 AND scope = 'organization' AND scope_id = $2 AND taken_at >= $3
+            AND ($4::timestamptz IS NULL OR taken_at <= $4)
+          ORDER BY taken_at, position, kind LIMIT 10000",
+    )
+    .bind(tenant_id)
+    .bind(org_id.to_string())
+    .bind(from)
+    .bind(query.to)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LayerQuery {
+    /// union (default) or minimum.
+    pub view: Option<String>,
+    pub path_prefix: Option<String>,
+    pub platforms: Option<String>,
+}
+
+/// Names of the enabled detections covering each technique (≥ 0.6), for
+/// the layer's comments and scores (best confidence).
+async fn covering(
+    state: &AppState,
+    tenant_id: Uuid,
+    rows: &[AccountRow],
+) -> ApiResult<BTreeMap<TechniqueId, (f64, BTreeSet<String>)>> {
+    let accounts: Vec<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
+    let organizations: Vec<Uuid> = rows
+        .iter()
+        .filter_map(|r| r.organization_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let detections: Vec<(String, sqlx::types::Json<Techniques>, sqlx::types::Json<DetectionScope>)> = sqlx::query_as(
+        "SELECT name, techniques, scope FROM detections
+          WHERE tenant_id = $1 AND status = 'enabled'
+            AND ((scope_type = 'account' AND account_id = ANY($2)) OR (scope_type = 'organization' AND organization_id = ANY($3)))",
+    )
+    .bind(tenant_id)
+    .bind(&accounts)
+    .bind(&organizations)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut out: BTreeMap<TechniqueId, (f64, BTreeSet<String>)> = BTreeMap::new();
+    for (name, techniques, scope) in detections {
+        let reaches = rows.iter().any(|r| {
+            coverwatch_domain::detection::coverage::applies(&scope, &r.account_id, r.organization_id)
+                != coverwatch_domain::detection::coverage::Applies::No
+        });
+        if !reaches {
+            continue;
+        }
+        for technique in coverwatch_domain::detection::coverage::covered(DetectionStatus::Enabled, &techniques) {
+            let entry = out.entry(technique.clone()).or_insert((0.0, BTreeSet::new()));
+            entry.0 = entry.0.max(techniques[technique].value());
+            entry.1.insert(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// An ATT&CK Navigator layer (format 4.5) with one entry per covered technique.
+fn layer(
+    name: String,
+    description: String,
+    platforms: &PlatformSet,
+    entries: Vec<(TechniqueId, u32, String)>,
+) -> Value {
+    let catalog = attack::latest();
+    let major = catalog.attack_version.split('.').next().unwrap_or("18").to_owned();
+    let techniques: Vec<Value> = entries
+        .into_iter()
+        .map(|(id, score, comment)| {
+            json!({
+                "techniqueID": id.as_str(), "score": score, "color": "", "comment": comment, "enabled": true,
+                "metadata": [], "links": [], "showSubtechniques": false,
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "versions": {"attack": major, "navigator": "5.1.0", "layer": "4.5"},
+        "domain": "enterprise-attack",
+        "description": description,
+        "filters": {"platforms": platforms.names().collect::<Vec<_>>()},
+        "sorting": 0,
+        "layout": {"layout": "side", "aggregateFunction": "average", "showID": true, "showName": true,
+                   "showAggregateScores": false, "countUnscored": false, "expandedSubtechniques": "annotated"},
+        "hideDisabled": false,
+        "techniques": techniques,
+        "gradient": {"colors": ["#ffe766ff", "#8ec843ff"], "minValue": 60, "maxValue": 100},
+        "legendItems": [
+            {"label": "covered (confidence 0.6)", "color": "#ffe766ff"},
+            {"label": "covered (confidence 1.0, or every account)", "color": "#8ec843ff"},
+        ],
+        "metadata": [{"name": "generated by", "value": "Coverwatch"}, {"name": "ATT&CK version", "value": catalog.attack_version}],
+        "links": [],
+        "showTacticRowBackground": false,
+        "tacticRowBackground": "#dddddd",
+        "selectTechniquesAcrossTactics": true,
+        "selectSubtechniquesWithParent": false,
+        "selectVisibleTechniques": false,
+    })
+}
+
+fn comment(names: &BTreeSet<String>) -> String {
+    let listed: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+    let more = names.len().saturating_sub(listed.len());
+    let mut text = format!("covered by: {}", listed.join("; "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+/// The account's coverage as an ATT&CK Navigator layer (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}/navigator-layer", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("account_id" = String, Path), AccountQuery), security(("api_key" = [])),
+    responses((status = 200, body = Object)))]
+pub async fn account_layer(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiQuery(query): ApiQuery<AccountQuery>,
+) -> ApiResult<Json<Value>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let platforms = platforms(query.platforms.as_deref())?;
+    let row = account_row(&state, tenant_id, &account_id).await?;
+    let denominator = attack::latest().denominator(&platforms);
+    let breakdown = row.breakdown(&denominator);
+    let covering = covering(&state, tenant_id, std::slice::from_ref(&row)).await?;
+    let entries = breakdown
+        .covered
+        .iter()
+        .map(|t| {
+            let (best, names) = covering.get(t).cloned().unwrap_or_default();
+            (t.clone(), (best * 100.0).round() as u32, comment(&names))
+        })
+        .collect();
+    Ok(Json(layer(
+        format!("Coverwatch: account {account_id}"),
+        format!(
+            "Techniques covered (confidence ≥ 0.6) in account {account_id}: {} of {}; score = best confidence × 100",
+            breakdown.covered.len(),
+            breakdown.denominator
+        ),
+        &platforms,
+        entries,
+    )))
+}
+
+/// The organization's union or minimum coverage as an ATT&CK Navigator layer (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/navigator-layer", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), LayerQuery), security(("api_key" = [])),
+    responses((status = 200, body = Object)))]
+pub async fn organization_layer(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<LayerQuery>,
+) -> ApiResult<Json<Value>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let platforms = platforms(query.platforms.as_deref())?;
+    let minimum_view = match query.view.as_deref() {
+        None | Some("union") => false,
+        Some("minimum") => true,
+        Some(_) => return Err(ApiError::validation("view", "must be union or minimum")),
+    };
+    organization_of(&state, tenant_id, org_id).await?;
+    let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
+    let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
+    let denominator = attack::latest().denominator(&platforms);
+    let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
+    let (union, minimum) = union_and_minimum(breakdowns.iter().map(|b| &b.covered));
+    let covering = covering(&state, tenant_id, &rows).await?;
+    let shown = if minimum_view { &minimum } else { &union };
+    let entries = shown
+        .iter()
+        .map(|t| {
+            let in_accounts = breakdowns.iter().filter(|b| b.covered.contains(t)).count();
+            // Union: the share of accounts covering it; minimum: all do.
+            let score = (100 * in_accounts).checked_div(rows.len()).unwrap_or(0) as u32;
+            let (_, names) = covering.get(t).cloned().unwrap_or_default();
+            (
+                t.clone(),
+                score,
+                format!("{} of {} accounts; {}", in_accounts, rows.len(), comment(&names)),
+            )
+        })
+        .collect();
+    let view = if minimum_view { "minimum" } else { "union" };
+    Ok(Json(layer(
+        format!("Coverwatch: organization {org_id} ({view})"),
+        format!(
+            "{view} coverage over {} connected accounts{}: {} of {} techniques; score = % of accounts covering it",
+            rows.len(),
+            prefix.as_deref().map(|p| format!(" under {p}")).unwrap_or_default(),
+            shown.len(),
+            denominator.len()
+        ),
+        &platforms,
+        entries,
+    )))
+}

@@ -1,0 +1,17 @@
+//! Why the Detection aggregate refused a command.
+
+use crate::plans::Tier;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetectionError {
+    #[error("detection not found")]
+    NotFound,
+    #[error("the detection is already registered")]
+    AlreadyRegistered,
+    #[error("the detection is retired")]
+    Retired,
+    #[error("{0}")]
+    Rule(String),
+    #[error("{feature} needs the {required_tier} tier or above")]
+    FeatureNotInPlan { feature: &'static str, required_tier: Tier },
+}

@@ -1,0 +1,632 @@
+//! The coverage read models: detections as their events describe them, and
+//! per connected account the techniques its own and its organization's
+//! detections cover. A change touches only what it affects: an account
+//! detection one account, an organization detection the accounts in its
+//! scope, a connection one account. Organization union/minimum are kept as
+//! per-technique account counts. Whenever a figure changes, an immutable
+//! snapshot is stored at the event's position and time, so a rebuild from
+//! position 0 writes exactly the rows the incremental run wrote.
+//!
+//! The handlers are state-based (recompute the affected accounts from the
+//! detections table, apply only the difference), so re-running an event
+//! changes nothing.
+
+use crate::event::StoredEvent;
+use crate::runtime::Subscriber;
+use anyhow::Context;
+use async_trait::async_trait;
+use coverwatch_domain::attack::{self, PlatformSet, TechniqueId};
+use coverwatch_domain::cloud::hierarchy::path;
+use coverwatch_domain::cloud::{AccountSource, CloudAccountsEvent, CloudOrganizationEvent};
+use coverwatch_domain::detection::coverage::{Applies, Breakdown, applies, covered, ratio};
+use coverwatch_domain::detection::{DetectionEvent, DetectionScope, DetectionStatus, Techniques};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+pub struct Coverage;
+
+#[async_trait]
+impl Subscriber for Coverage {
+    fn name(&self) -> &'static str {
+        "coverage"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "detections",
+            "coverage_members",
+            "coverage_accounts",
+            "coverage_org_techniques",
+            "coverage_orgs",
+            "coverage_snapshots",
+        ]
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "detection" => {
+                    let decoded: DetectionEvent = serde_json::from_value(event.payload.clone())
+                        .with_context(|| format!("decoding a detection event at {}", event.position))?;
+                    detection(conn, event, decoded).await?;
+                }
+                "cloud_accounts" => {
+                    let decoded: CloudAccountsEvent = serde_json::from_value(event.payload.clone())
+                        .with_context(|| format!("decoding a cloud account event at {}", event.position))?;
+                    connection(conn, event, decoded).await?;
+                }
+                "cloud_organization" => {
+                    let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())
+                        .with_context(|| format!("decoding a cloud organization event at {}", event.position))?;
+                    let organization_id: Uuid = event.aggregate_id.parse().context("organization id")?;
+                    member(conn, organization_id, decoded).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which side of an account's coverage an event can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sides {
+    own: bool,
+    inherited: bool,
+}
+
+impl Sides {
+    const BOTH: Sides = Sides {
+        own: true,
+        inherited: true,
+    };
+
+    fn of(scope: &DetectionScope) -> Self {
+        Sides {
+            own: !scope.is_organization(),
+            inherited: scope.is_organization(),
+        }
+    }
+
+    fn and(self, other: Sides) -> Self {
+        Sides {
+            own: self.own || other.own,
+            inherited: self.inherited || other.inherited,
+        }
+    }
+}
+
+async fn detection(conn: &mut PgConnection, event: &StoredEvent, decoded: DetectionEvent) -> anyhow::Result<()> {
+    use DetectionEvent as E;
+    let detection_id: Uuid = event.aggregate_id.parse().context("detection id")?;
+    let (tenant_id, scopes) = match decoded {
+        E::DetectionRegistered {
+            detection_id,
+            tenant_id,
+            name,
+            source,
+            techniques,
+            scope,
+            attack_version,
+            derived_from,
+        } => {
+            let (scope_type, account_id, organization_id, subset) = scope_columns(&scope);
+            sqlx::query(
+                "INSERT INTO detections (detection_id, tenant_id, name, source, techniques, scope, scope_type,
+                        account_id, organization_id, subset, status, attack_version, derived_source_id,
+                        mapping_version, registered_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enabled', $11, $12, $13, $14, $14)
+                 ON CONFLICT (detection_id) DO NOTHING",
+            )
+            .bind(detection_id)
+            .bind(tenant_id)
+            .bind(name.as_str())
+            .bind(source.as_str())
+            .bind(sqlx::types::Json(&techniques))
+            .bind(sqlx::types::Json(&scope))
+            .bind(scope_type)
+            .bind(account_id)
+            .bind(organization_id)
+            .bind(subset)
+            .bind(attack_version)
+            .bind(derived_from.as_ref().map(|d| d.source_id.clone()))
+            .bind(derived_from.as_ref().map(|d| d.mapping_version.clone()))
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+            (tenant_id, vec![scope])
+        }
+        other => {
+            let row: Option<(Uuid, sqlx::types::Json<DetectionScope>)> =
+                sqlx::query_as("SELECT tenant_id, scope FROM detections WHERE detection_id = $1")
+                    .bind(detection_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some((tenant_id, sqlx::types::Json(scope))) = row else {
+                anyhow::bail!("{} at {} for an unknown detection", event.event_type, event.position);
+            };
+            let mut scopes = vec![scope];
+            match other {
+                E::DetectionRegistered { .. } => unreachable!("handled above"),
+                E::DetectionUpdated { name, techniques } => {
+                    sqlx::query(
+                        "UPDATE detections SET name = $2, techniques = $3, updated_at = $4 WHERE detection_id = $1",
+                    )
+                    .bind(detection_id)
+                    .bind(name.as_str())
+                    .bind(sqlx::types::Json(&techniques))
+                    .bind(event.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                E::DetectionScopeChanged { to, .. } => {
+                    let (scope_type, account_id, organization_id, subset) = scope_columns(&to);
+                    sqlx::query(
+                        "UPDATE detections SET scope = $2, scope_type = $3, account_id = $4, organization_id = $5,
+                                subset = $6, updated_at = $7
+                          WHERE detection_id = $1",
+                    )
+                    .bind(detection_id)
+                    .bind(sqlx::types::Json(&to))
+                    .bind(scope_type)
+                    .bind(account_id)
+                    .bind(organization_id)
+                    .bind(subset)
+                    .bind(event.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                    scopes.push(to);
+                }
+                E::DetectionDisabled | E::DetectionEnabled | E::DetectionRetired => {
+                    let status = match other {
+                        E::DetectionDisabled => DetectionStatus::Disabled,
+                        E::DetectionEnabled => DetectionStatus::Enabled,
+                        _ => DetectionStatus::Retired,
+                    };
+                    sqlx::query("UPDATE detections SET status = $2, updated_at = $3 WHERE detection_id = $1")
+                        .bind(detection_id)
+                        .bind(status.as_str())
+                        .bind(event.recorded_at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            (tenant_id, scopes)
+        }
+    };
+    let mut accounts = BTreeSet::new();
+    let mut sides = Sides {
+        own: false,
+        inherited: false,
+    };
+    for scope in &scopes {
+        accounts.extend(accounts_in(conn, tenant_id, scope).await?);
+        sides = sides.and(Sides::of(scope));
+    }
+    refresh(conn, event, tenant_id, accounts.into_iter().collect(), sides).await
+}
+
+fn scope_columns(scope: &DetectionScope) -> (&'static str, Option<String>, Option<Uuid>, Option<Vec<String>>) {
+    match scope {
+        DetectionScope::Account { account_id } => ("account", Some(account_id.as_str().to_owned()), None, None),
+        DetectionScope::Organization {
+            organization_id,
+            accounts,
+        } => (
+            "organization",
+            None,
+            Some(*organization_id),
+            accounts
+                .as_ref()
+                .map(|set| set.iter().map(|a| a.as_str().to_owned()).collect()),
+        ),
+    }
+}
+
+/// The connected accounts a scope reaches.
+async fn accounts_in(conn: &mut PgConnection, tenant_id: Uuid, scope: &DetectionScope) -> anyhow::Result<Vec<String>> {
+    let (account, organization, subset) = match scope {
+        DetectionScope::Account { account_id } => (Some(account_id.as_str().to_owned()), None, None),
+        DetectionScope::Organization {
+            organization_id,
+            accounts,
+        } => (
+            None,
+            Some(*organization_id),
+            accounts
+                .as_ref()
+                .map(|set| set.iter().map(|a| a.as_str().to_owned()).collect::<Vec<_>>()),
+        ),
+    };
+    Ok(sqlx::query_scalar(
+        "SELECT account_id FROM coverage_accounts
+          WHERE tenant_id = $1
+            AND (($2::text IS NOT NULL AND account_id = $2)
+                 OR ($3::uuid IS NOT NULL AND organization_id = $3 AND ($4::text[] IS NULL OR account_id = ANY($4))))",
+    )
+    .bind(tenant_id)
+    .bind(account)
+    .bind(organization)
+    .bind(subset)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+async fn connection(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAccountsEvent) -> anyhow::Result<()> {
+    match decoded {
+        CloudAccountsEvent::CloudAccountConnected { tenant_id, account } => {
+            let organization_id = match account.source {
+                AccountSource::Standalone => None,
+                AccountSource::Organization(id) => Some(id),
+            };
+            // A reconnect from elsewhere (standalone ↔ organization) first
+            // leaves what it was part of.
+            leave(conn, event, tenant_id, account.account_id.as_str(), organization_id).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO coverage_accounts (tenant_id, account_id, organization_id, own, inherited, covered, position)
+                 VALUES ($1, $2, $3, '{}', '{}', '{}', $4) ON CONFLICT (tenant_id, account_id) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(account.account_id.as_str())
+            .bind(organization_id)
+            .bind(event.position)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 1
+                && let Some(organization_id) = organization_id
+            {
+                sqlx::query(
+                    "INSERT INTO coverage_orgs (organization_id, tenant_id, accounts) VALUES ($1, $2, 1)
+                     ON CONFLICT (organization_id) DO UPDATE SET accounts = coverage_orgs.accounts + 1",
+                )
+                .bind(organization_id)
+                .bind(tenant_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            refresh(
+                conn,
+                event,
+                tenant_id,
+                vec![account.account_id.as_str().to_owned()],
+                Sides::BOTH,
+            )
+            .await?;
+            // One more account can lower the minimum even if it adds nothing.
+            if let Some(organization_id) = organization_id {
+                org_snapshot(conn, event, organization_id).await?;
+            }
+            Ok(())
+        }
+        CloudAccountsEvent::CloudAccountDisconnected { tenant_id, account_id } => {
+            leave(conn, event, tenant_id, account_id.as_str(), None).await
+        }
+    }
+}
+
+/// Removes a connected account (unless it stays in `staying_in`): its
+/// techniques leave its organization's counts.
+async fn leave(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    tenant_id: Uuid,
+    account_id: &str,
+    staying_in: Option<Uuid>,
+) -> anyhow::Result<()> {
+    let row: Option<(Option<Uuid>, Vec<String>)> = sqlx::query_as(
+        "SELECT organization_id, covered FROM coverage_accounts WHERE tenant_id = $1 AND account_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(account_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((organization_id, covered)) = row else {
+        return Ok(());
+    };
+    if organization_id == staying_in && staying_in.is_some() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM coverage_accounts WHERE tenant_id = $1 AND account_id = $2")
+        .bind(tenant_id)
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(organization_id) = organization_id {
+        sqlx::query("UPDATE coverage_orgs SET accounts = accounts - 1 WHERE organization_id = $1")
+            .bind(organization_id)
+            .execute(&mut *conn)
+            .await?;
+        let deltas: BTreeMap<String, i32> = covered.into_iter().map(|t| (t, -1)).collect();
+        apply_counts(conn, organization_id, &deltas).await?;
+        org_snapshot(conn, event, organization_id).await?;
+    }
+    Ok(())
+}
+
+async fn member(conn: &mut PgConnection, organization_id: Uuid, decoded: CloudOrganizationEvent) -> anyhow::Result<()> {
+    use CloudOrganizationEvent as E;
+    match decoded {
+        E::MemberAccountFound { account } | E::MemberAccountMoved { account, .. } => {
+            sqlx::query(
+                "INSERT INTO coverage_members (organization_id, account_id, path) VALUES ($1, $2, $3)
+                 ON CONFLICT (organization_id, account_id) DO UPDATE SET path = excluded.path",
+            )
+            .bind(organization_id)
+            .bind(&account.id)
+            .bind(path(&account.path_names))
+            .execute(&mut *conn)
+            .await?;
+        }
+        E::MemberAccountRemoved { id, .. } => {
+            sqlx::query("DELETE FROM coverage_members WHERE organization_id = $1 AND account_id = $2")
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    account_id: String,
+    organization_id: Option<Uuid>,
+    own: Vec<String>,
+    inherited: Vec<String>,
+    covered: Vec<String>,
+    figures: Option<Value>,
+}
+
+fn set(techniques: &[String]) -> BTreeSet<TechniqueId> {
+    techniques.iter().filter_map(|t| TechniqueId::parse(t).ok()).collect()
+}
+
+fn list(set: &BTreeSet<TechniqueId>) -> Vec<&str> {
+    set.iter().map(|t| t.as_str()).collect()
+}
+
+/// Recomputes the given sides of `accounts` from the enabled detections,
+/// writes the rows whose coverage changed, moves their organizations'
+/// counts by the difference and snapshots every figure that changed.
+async fn refresh(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    tenant_id: Uuid,
+    accounts: Vec<String>,
+    sides: Sides,
+) -> anyhow::Result<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<AccountRow> = sqlx::query_as(
+        "SELECT account_id, organization_id, own, inherited, covered, figures FROM coverage_accounts
+          WHERE tenant_id = $1 AND account_id = ANY($2)",
+    )
+    .bind(tenant_id)
+    .bind(&accounts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut own_by_account: BTreeMap<String, BTreeSet<TechniqueId>> = BTreeMap::new();
+    if sides.own {
+        let detections: Vec<(String, sqlx::types::Json<Techniques>)> = sqlx::query_as(
+            "SELECT account_id, techniques FROM detections
+              WHERE tenant_id = $1 AND scope_type = 'account' AND status = 'enabled' AND account_id = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&accounts)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (account_id, techniques) in &detections {
+            own_by_account
+                .entry(account_id.clone())
+                .or_default()
+                .extend(covered(DetectionStatus::Enabled, techniques).cloned());
+        }
+    }
+    let mut org_detections: Vec<(DetectionScope, Techniques)> = vec![];
+    if sides.inherited {
+        let organizations: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| r.organization_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let found: Vec<(sqlx::types::Json<DetectionScope>, sqlx::types::Json<Techniques>)> = sqlx::query_as(
+            "SELECT scope, techniques FROM detections
+              WHERE scope_type = 'organization' AND status = 'enabled' AND organization_id = ANY($1)",
+        )
+        .bind(&organizations)
+        .fetch_all(&mut *conn)
+        .await?;
+        org_detections = found.into_iter().map(|(s, t)| (s.0, t.0)).collect();
+    }
+    let denominator_ids = default_denominator();
+    let denominator: BTreeSet<&TechniqueId> = denominator_ids.iter().collect();
+    let mut updates = vec![];
+    let mut snapshots = vec![];
+    let mut deltas: BTreeMap<Uuid, BTreeMap<String, i32>> = BTreeMap::new();
+    for row in rows {
+        let own = if sides.own {
+            own_by_account.remove(&row.account_id).unwrap_or_default()
+        } else {
+            set(&row.own)
+        };
+        let inherited = if sides.inherited {
+            let mut inherited = BTreeSet::new();
+            for (scope, techniques) in &org_detections {
+                if applies(scope, &row.account_id, row.organization_id) == Applies::Inherited {
+                    inherited.extend(covered(DetectionStatus::Enabled, techniques).cloned());
+                }
+            }
+            inherited
+        } else {
+            set(&row.inherited)
+        };
+        let before = set(&row.covered);
+        let after: BTreeSet<TechniqueId> = own.union(&inherited).cloned().collect();
+        if own == set(&row.own) && inherited == set(&row.inherited) && row.figures.is_some() {
+            continue;
+        }
+        if let Some(organization_id) = row.organization_id {
+            let counts = deltas.entry(organization_id).or_default();
+            for gone in before.difference(&after) {
+                *counts.entry(gone.to_string()).or_default() -= 1;
+            }
+            for new in after.difference(&before) {
+                *counts.entry(new.to_string()).or_default() += 1;
+            }
+        }
+        let figures = account_figures(&Breakdown::of(&own, &inherited, &denominator));
+        let changed = row.figures.as_ref() != Some(&figures);
+        if changed {
+            snapshots.push(json!({"scope": "account", "scope_id": row.account_id, "figures": figures}));
+        }
+        updates.push(json!({
+            "account_id": row.account_id, "own": list(&own), "inherited": list(&inherited),
+            "covered": list(&after), "figures": figures,
+        }));
+    }
+    if !updates.is_empty() {
+        sqlx::query(
+            "UPDATE coverage_accounts c
+                SET own = ARRAY(SELECT jsonb_array_elements_text(r.own)),
+                    inherited = ARRAY(SELECT jsonb_array_elements_text(r.inherited)),
+                    covered = ARRAY(SELECT jsonb_array_elements_text(r.covered)),
+                    figures = r.figures, position = $3
+               FROM jsonb_to_recordset($2) AS r(account_id text, own jsonb, inherited jsonb, covered jsonb, figures jsonb)
+              WHERE c.tenant_id = $1 AND c.account_id = r.account_id",
+        )
+        .bind(tenant_id)
+        .bind(Value::Array(updates))
+        .bind(event.position)
+        .execute(&mut *conn)
+        .await?;
+    }
+    insert_snapshots(conn, event, tenant_id, snapshots).await?;
+    for (organization_id, counts) in deltas {
+        apply_counts(conn, organization_id, &counts).await?;
+        org_snapshot(conn, event, organization_id).await?;
+    }
+    Ok(())
+}
+
+/// The cloud platforms of the newest catalog: what snapshots count over.
+fn default_denominator() -> BTreeSet<TechniqueId> {
+    attack::latest()
+        .denominator(&PlatformSet::cloud())
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+fn account_figures(breakdown: &Breakdown) -> Value {
+    json!({
+        "total_coverage": breakdown.total(),
+        "covered": breakdown.covered.len(),
+        "denominator": breakdown.denominator,
+        "account_techniques": breakdown.account_only.len(),
+        "org_techniques": breakdown.organization_only.len(),
+        "overlap_techniques": breakdown.overlap.len(),
+    })
+}
+
+async fn apply_counts(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    deltas: &BTreeMap<String, i32>,
+) -> anyhow::Result<()> {
+    let (techniques, changes): (Vec<&str>, Vec<i32>) = deltas
+        .iter()
+        .filter(|(_, d)| **d != 0)
+        .map(|(t, d)| (t.as_str(), *d))
+        .unzip();
+    if techniques.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO coverage_org_techniques (organization_id, technique, accounts)
+         SELECT $1, t, d FROM unnest($2::text[], $3::int[]) AS x(t, d)
+         ON CONFLICT (organization_id, technique) DO UPDATE
+            SET accounts = coverage_org_techniques.accounts + excluded.accounts",
+    )
+    .bind(organization_id)
+    .bind(&techniques)
+    .bind(&changes)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM coverage_org_techniques WHERE organization_id = $1 AND accounts <= 0")
+        .bind(organization_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The organization's union and minimum over its connected accounts, from
+/// the counts; a snapshot when they changed.
+async fn org_snapshot(conn: &mut PgConnection, event: &StoredEvent, organization_id: Uuid) -> anyhow::Result<()> {
+    let org: Option<(Uuid, i32, Option<Value>)> =
+        sqlx::query_as("SELECT tenant_id, accounts, figures FROM coverage_orgs WHERE organization_id = $1")
+            .bind(organization_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((tenant_id, accounts, previous)) = org else {
+        return Ok(());
+    };
+    let counts: Vec<(String, i32)> =
+        sqlx::query_as("SELECT technique, accounts FROM coverage_org_techniques WHERE organization_id = $1")
+            .bind(organization_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let denominator = default_denominator();
+    let within = counts
+        .iter()
+        .filter(|(t, _)| TechniqueId::parse(t).is_ok_and(|t| denominator.contains(&t)));
+    let union = within.clone().filter(|(_, n)| *n > 0).count();
+    let minimum = within.filter(|(_, n)| accounts > 0 && *n >= accounts).count();
+    let figures = json!({
+        "accounts": accounts,
+        "denominator": denominator.len(),
+        "union": {"covered": union, "total_coverage": ratio(union, denominator.len())},
+        "minimum": {"covered": minimum, "total_coverage": ratio(minimum, denominator.len())},
+    });
+    if previous.as_ref() == Some(&figures) {
+        return Ok(());
+    }
+    sqlx::query("UPDATE coverage_orgs SET figures = $2 WHERE organization_id = $1")
+        .bind(organization_id)
+        .bind(&figures)
+        .execute(&mut *conn)
+        .await?;
+    let snapshot = json!({"scope": "organization", "scope_id": organization_id.to_string(), "figures": figures});
+    insert_snapshots(conn, event, tenant_id, vec![snapshot]).await
+}
+
+async fn insert_snapshots(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    tenant_id: Uuid,
+    snapshots: Vec<Value>,
+) -> anyhow::Result<()> {
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO coverage_snapshots (tenant_id, scope, scope_id, kind, position, taken_at, attack_version, figures)
+         SELECT $1, r.scope, r.scope_id, 'change', $3, $4, $5, r.figures
+           FROM jsonb_to_recordset($2) AS r(scope text, scope_id text, figures jsonb)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(Value::Array(snapshots))
+    .bind(event.position)
+    .bind(event.recorded_at)
+    .bind(&attack::latest().attack_version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,614 @@
+//! Detections and ATT&CK coverage end to end: an organization discovered
+//! from moto (its GuardDuty administrator, Config aggregator and trail become
+//! derived detections), account and organization detections, account and
+//! organization coverage with the breakdown, subtrees and platforms,
+//! snapshots, Navigator layers, retention with a controlled clock, bad input,
+//! isolation, and the projection rebuilt from position 0 equal to the
+//! incremental one. Expected sets are computed here from the shipped CTID
+//! mappings and catalog, independently of the projection.
+
+use crate::discovery::{Moto, discover, registered_on, rich_organization};
+use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app_with};
+use coverwatch_domain::attack::{self, PlatformSet, TechniqueId, ctid_mappings};
+use coverwatch_domain::clock::{Clock, ManualClock, SystemClock};
+use coverwatch_projections::read_models;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Set = BTreeSet<String>;
+
+fn cloud() -> Set {
+    attack::latest()
+        .denominator(&PlatformSet::cloud())
+        .into_iter()
+        .map(|t| t.to_string())
+        .collect()
+}
+
+/// A CTID control's detect techniques at ≥ 0.6, within the cloud platforms.
+fn ctid(control: &str) -> Set {
+    let cloud = cloud();
+    ctid_mappings()
+        .detect("aws", control, attack::latest())
+        .into_iter()
+        .filter(|m| m.confidence.value() >= 0.6)
+        .map(|m| m.technique.to_string())
+        .filter(|t| cloud.contains(t))
+        .collect()
+}
+
+fn strings(value: &Value) -> Set {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> Set {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, tenant: &TestTenant, path: &str, done: F) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = expect_status(app.get(path, &tenant.key).await, StatusCode::OK).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(app: &TestApp, tenant: &TestTenant, base: &str, body: Value) {
+    let result = expect_status(
+        app.post(&format!("{base}/members/connect"), &tenant.key, body).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        result["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "connected"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_layers() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let (app, tenant, base) = registered_on(&moto.url, built["org_id"].as_str().unwrap(), Arc::new(SystemClock)).await;
+    app.set_overrides(&tenant, json!({"org_features": true, "max_accounts": 10}))
+        .await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+    let accounts = &built["accounts"];
+    let id = |name: &str| accounts[name].as_str().unwrap().to_owned();
+    let t = format!("/v1/tenants/{}", tenant.id);
+
+    // Discovery's sources became organization-scoped detections with CTID
+    // techniques: GuardDuty, the Config aggregator, and the trail (CTID maps
+    // no technique to CloudTrail).
+    let derived = wait_for(&app, &tenant, &format!("{t}/detections"), |b| {
+        b["items"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let by_source = |source: &str| {
+        derived["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["source"] == source)
+            .unwrap_or_else(|| panic!("no {source} detection: {derived}"))
+            .clone()
+    };
+    let guardduty = by_source("guardduty");
+    assert_eq!(
+        guardduty["scope"],
+        json!({"type": "organization", "organization_id": org, "accounts": "all"})
+    );
+    assert_eq!(guardduty["derived_source_id"], format!("guardduty:{}", id("security")));
+    assert_eq!(guardduty["mapping_version"], "ctid-aws-12/12/2024 (ATT&CK 16.1)");
+    assert_eq!(guardduty["attack_version"], "18.1");
+    let expected_techniques: Vec<(String, f64)> = ctid_mappings()
+        .detect("aws", "amazon_guardduty", attack::latest())
+        .into_iter()
+        .map(|m| (m.technique.to_string(), m.confidence.value()))
+        .collect();
+    let listed: Vec<(String, f64)> = guardduty["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["confidence"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(listed, expected_techniques);
+    assert_eq!(by_source("config_rule")["derived_source_id"], built["aggregator_arn"]);
+    assert_eq!(by_source("log_sink")["techniques"], json!([]));
+
+    connect(&app, &tenant, &base, json!({"path_prefix": "Root/Production"})).await;
+    connect(&app, &tenant, &base, json!({"account_ids": [id("security")]})).await;
+
+    // web-1's own detection: 0.9 and exactly 0.6 count, 0.59 does not.
+    let own = expect_status(
+        app.post(
+            &format!("{t}/detections"),
+            &tenant.key,
+            json!({"name": "Root and cloud storage", "source": "cloudtrail_metric_filter",
+                   "techniques": [{"id": "T1078.004", "confidence": 0.9}, {"id": "T1530", "confidence": 0.6},
+                                  {"id": "T1098", "confidence": 0.59}],
+                   "scope": {"type": "account", "account_id": id("web-1")}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(own["status"], "enabled");
+    // An organization detection for a subset: api-1 only.
+    expect_status(
+        app.post(
+            &format!("{t}/detections"),
+            &tenant.key,
+            json!({"name": "Exfiltration to other accounts", "source": "eventbridge_rule",
+                   "techniques": [{"id": "T1537", "confidence": 0.8}],
+                   "scope": {"type": "organization", "organization_id": org, "accounts": [id("api-1")]}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let org_set: Set = ctid("amazon_guardduty").union(&ctid("aws_config")).cloned().collect();
+    let web_own = set(&["T1078.004", "T1530"]);
+    let web = expect_status(
+        app.get(&format!("{t}/coverage/accounts/{}", id("web-1")), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(strings(&web["account_techniques"]), &web_own - &org_set);
+    assert_eq!(strings(&web["org_techniques"]), &org_set - &web_own);
+    assert_eq!(strings(&web["overlap_techniques"]), &web_own & &org_set);
+    let web_covered: Set = &web_own | &org_set;
+    assert_eq!(web["covered"], web_covered.len());
+    assert_eq!(web["denominator"], 151);
+    assert!((web["total_coverage"].as_f64().unwrap() - web_covered.len() as f64 / 151.0).abs() < 1e-12);
+    assert_eq!(web["attack_version"], "18.1");
+    assert!(web["as_of_position"].as_i64().unwrap() > 0);
+    let api1 = expect_status(
+        app.get(&format!("{t}/coverage/accounts/{}", id("api-1")), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let with_exfiltration: Set = &org_set | &set(&["T1537"]);
+    assert_eq!(strings(&api1["org_techniques"]), with_exfiltration);
+    assert_eq!(strings(&api1["account_techniques"]), Set::new());
+
+    // The organization: four connected accounts.
+    let coverage = expect_status(
+        app.get(&format!("{t}/coverage/organizations/{org}"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    let union: Set = &(&org_set | &web_own) | &set(&["T1537"]);
+    assert_eq!(strings(&coverage["union"]["techniques"]), union);
+    assert_eq!(strings(&coverage["minimum"]["techniques"]), org_set);
+    assert_eq!(coverage["union"]["covered"], union.len());
+    assert_eq!(coverage["accounts"].as_array().unwrap().len(), 4);
+    assert_eq!(coverage["org_detection_count"], 4);
+    assert_eq!(strings(&coverage["org_covered_techniques"]), with_exfiltration);
+    let tactics = coverage["by_tactic"].as_array().unwrap();
+    assert_eq!(tactics.len(), 14);
+    for tactic in tactics {
+        let (d, u, m) = (
+            tactic["denominator"].as_u64().unwrap(),
+            tactic["union"].as_u64().unwrap(),
+            tactic["minimum"].as_u64().unwrap(),
+        );
+        assert!(m <= u && u <= d, "{tactic}");
+    }
+    let credential_access = tactics.iter().find(|t| t["tactic"] == "initial-access").unwrap();
+    assert!(
+        credential_access["union"].as_u64().unwrap() >= 1,
+        "T1078.004 is initial access"
+    );
+
+    // A subtree: Api holds api-1 and api-2.
+    let api = expect_status(
+        app.get(
+            &format!("{t}/coverage/organizations/{org}?path_prefix=Root/Production/Web/Api"),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let in_api: Set = api["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(in_api, set(&[&id("api-1"), &id("api-2")]));
+    assert_eq!(strings(&api["union"]["techniques"]), with_exfiltration);
+    assert_eq!(strings(&api["minimum"]["techniques"]), org_set);
+    // Another platform set: IaaS only.
+    let iaas = expect_status(
+        app.get(&format!("{t}/coverage/organizations/{org}?platforms=IaaS"), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(iaas["denominator"], 104);
+    assert_eq!(
+        app.get(
+            &format!("{t}/coverage/organizations/{org}?platforms=Mainframe"),
+            &tenant.key
+        )
+        .await
+        .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Snapshots: the newest organization snapshot has today's figures;
+    // disabling GuardDuty's detection moves them and adds one.
+    let snapshots_path = format!("{t}/coverage/organizations/{org}/snapshots");
+    let before = expect_status(app.get(&snapshots_path, &tenant.key).await, StatusCode::OK).await;
+    let changes = |s: &Value| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "change")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let last = changes(&before).last().cloned().unwrap();
+    assert_eq!(last["figures"]["union"]["covered"], union.len());
+    assert_eq!(last["figures"]["minimum"]["covered"], org_set.len());
+    assert_eq!(last["figures"]["accounts"], 4);
+    assert_eq!(last["attack_version"], "18.1");
+    let guardduty_id = guardduty["detection_id"].as_str().unwrap();
+    let disabled = expect_status(
+        app.post(
+            &format!("{t}/detections/{guardduty_id}/disable"),
+            &tenant.key,
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(disabled["status"], "disabled");
+    let after = expect_status(app.get(&snapshots_path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(changes(&after).len(), changes(&before).len() + 1);
+    let config = ctid("aws_config");
+    let newest = changes(&after).last().cloned().unwrap();
+    assert_eq!(newest["figures"]["minimum"]["covered"], config.len());
+    assert!(newest["position"].as_i64().unwrap() > last["position"].as_i64().unwrap());
+    let none = expect_status(
+        app.get(
+            &format!("{snapshots_path}?from=2020-01-01T00:00:00Z&to=2020-12-31T00:00:00Z"),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(none, json!([]));
+    let coverage = expect_status(
+        app.get(&format!("{t}/coverage/organizations/{org}"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(strings(&coverage["minimum"]["techniques"]), config);
+    assert_eq!(coverage["org_detection_count"], 3);
+
+    // Navigator layers: the 4.5 format's required fields and value ranges.
+    let layer = expect_status(
+        app.get(
+            &format!("{t}/coverage/organizations/{org}/navigator-layer?view=union"),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let union_now = strings(&coverage["union"]["techniques"]);
+    check_layer(&layer, &union_now);
+    let minimum = expect_status(
+        app.get(
+            &format!("{t}/coverage/organizations/{org}/navigator-layer?view=minimum"),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    check_layer(&minimum, &config);
+    assert!(
+        minimum["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["score"] == 100)
+    );
+    let account_layer = expect_status(
+        app.get(
+            &format!("{t}/coverage/accounts/{}/navigator-layer", id("web-1")),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let web_now: Set = &web_own | &config;
+    check_layer(&account_layer, &web_now);
+    let t1530 = account_layer["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["techniqueID"] == "T1530")
+        .unwrap();
+    assert!(
+        t1530["comment"].as_str().unwrap().contains("Root and cloud storage"),
+        "{t1530}"
+    );
+
+    // Another tenant sees none of it, through its own tenant or this one.
+    let other = app.create_tenant("someone-else").await;
+    for path in [
+        format!("{t}/coverage/organizations/{org}"),
+        format!("{t}/coverage/accounts/{}", id("web-1")),
+        format!("{t}/detections"),
+    ] {
+        assert_eq!(
+            app.get(&path, &other.key).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let theirs = format!("/v1/tenants/{}", other.id);
+    for path in [
+        format!("{theirs}/coverage/organizations/{org}"),
+        format!("{theirs}/coverage/accounts/{}", id("web-1")),
+        format!("{theirs}/detections/{guardduty_id}"),
+    ] {
+        assert_eq!(
+            app.get(&path, &other.key).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+
+    // The projection rebuilt from position 0 equals the incremental one,
+    // snapshots included.
+    app.caught_up(Some("coverage"), Duration::from_secs(20)).await;
+    let differences = coverwatch_replay::rebuild::compare(&app.pool, read_models(), 100)
+        .await
+        .unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+}
+
+fn check_layer(layer: &Value, expected: &Set) {
+    assert_eq!(layer["versions"]["layer"], "4.5");
+    assert_eq!(layer["versions"]["attack"], "18");
+    assert!(layer["versions"]["navigator"].is_string());
+    assert_eq!(layer["domain"], "enterprise-attack");
+    assert!(layer["name"].as_str().is_some_and(|n| !n.is_empty()));
+    let gradient = &layer["gradient"];
+    assert!(gradient["colors"].as_array().unwrap().len() >= 2);
+    assert!(gradient["minValue"].as_f64().unwrap() < gradient["maxValue"].as_f64().unwrap());
+    assert!(!layer["legendItems"].as_array().unwrap().is_empty());
+    let techniques = layer["techniques"].as_array().unwrap();
+    let listed: Set = techniques
+        .iter()
+        .map(|t| t["techniqueID"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(&listed, expected);
+    assert_eq!(listed.len(), techniques.len(), "one entry per technique");
+    for technique in techniques {
+        let id = TechniqueId::parse(technique["techniqueID"].as_str().unwrap()).unwrap();
+        assert!(attack::latest().get(&id).is_some());
+        let score = technique["score"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&score), "{technique}");
+        assert!(technique["comment"].as_str().unwrap().contains("covered by"));
+        assert_eq!(technique["enabled"], true);
+    }
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_daily_and_pruned_to_the_tiers_retention() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let clock = ManualClock::at(chrono::Utc::now());
+    let (app, tenant, base) =
+        registered_on(&moto.url, built["org_id"].as_str().unwrap(), Arc::new(clock.clone())).await;
+    // Organization features and accounts, the FREE tier's 30-day retention.
+    app.set_overrides(&tenant, json!({"org_features": true, "max_accounts": 10}))
+        .await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+    connect(
+        &app,
+        &tenant,
+        &base,
+        json!({"account_ids": [built["accounts"]["web-1"]]}),
+    )
+    .await;
+    let t = format!("/v1/tenants/{}", tenant.id);
+    let snapshots_path = format!("{t}/coverage/organizations/{org}/snapshots");
+    let kinds = |s: &Value, kind: &str| s.as_array().unwrap().iter().filter(|x| x["kind"] == kind).count();
+    // The change snapshots of today, and the first daily one.
+    let today = wait_for(&app, &tenant, &snapshots_path, |s| kinds(s, "daily") == 1).await;
+    assert!(kinds(&today, "change") >= 1);
+
+    clock.advance(chrono::Duration::days(10));
+    wait_for(&app, &tenant, &snapshots_path, |s| kinds(s, "daily") == 2).await;
+    clock.advance(chrono::Duration::days(21));
+    // 31 days on: today's change snapshots and the first daily one are
+    // older than 30 days and pruned; the day-10 one and today's new daily stay.
+    let later = wait_for(
+        &app,
+        &tenant,
+        &format!("{snapshots_path}?from=2000-01-01T00:00:00Z"),
+        |s| kinds(s, "change") == 0 && kinds(s, "daily") == 2,
+    )
+    .await;
+    let times: Vec<chrono::DateTime<chrono::Utc>> = later
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["taken_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        times.iter().all(|t| *t >= clock.now() - chrono::Duration::days(30)),
+        "{later}"
+    );
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM coverage_snapshots WHERE tenant_id = $1::uuid")
+        .bind(tenant.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "account change snapshots are pruned too");
+    // The log keeps everything.
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'DetectionRegistered'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 3);
+}
+
+#[tokio::test]
+async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
+    let app = spawn_app_with(Arc::new(SystemClock), |_| {}).await;
+    let tenant = app.create_tenant("detections-input").await;
+    let t = format!("/v1/tenants/{}", tenant.id);
+    expect_status(
+        app.post(
+            &format!("{t}/cloud-accounts"),
+            &tenant.key,
+            json!({"account_id": "111122223333", "region": "us-east-1", "environment": "production",
+                   "role_arn": "arn:aws:iam::111122223333:role/CoverwatchAudit"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let events_before = app.event_count().await;
+    let account = json!({"type": "account", "account_id": "111122223333"});
+    let cases = [
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T12", "confidence": 0.7}], "scope": account}),
+            "techniques[0].id",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T1078", "confidence": 1.5}], "scope": account}),
+            "techniques[0].confidence",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T9999", "confidence": 0.7}], "scope": account}),
+            "techniques[0].id",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [], "scope": account}),
+            "techniques",
+        ),
+        (
+            json!({"name": "x", "source": "sigma", "techniques": [{"id": "T1078", "confidence": 0.7}], "scope": account}),
+            "source",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T1078", "confidence": 0.7}],
+                "scope": {"type": "account", "account_id": "111122223333", "accounts": ["111122223333"]}}),
+            "scope",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T1078", "confidence": 0.7}],
+                "scope": {"type": "account", "account_id": "999988887777"}}),
+            "scope.account_id",
+        ),
+        (
+            json!({"name": "x", "source": "guardduty", "techniques": [{"id": "T1078", "confidence": 0.7}],
+                "scope": {"type": "organization", "organization_id": uuid::Uuid::now_v7()}}),
+            "scope.organization_id",
+        ),
+    ];
+    for (body, field) in cases {
+        let problem = expect_status(
+            app.post(&format!("{t}/detections"), &tenant.key, body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{body} → {problem}");
+    }
+    assert_eq!(app.event_count().await, events_before, "nothing was written");
+
+    // A valid one; then changes are checked the same way, and a retired
+    // detection takes no more changes.
+    let created = expect_status(
+        app.post(
+            &format!("{t}/detections"),
+            &tenant.key,
+            json!({"name": "Console login without MFA", "source": "custom",
+                   "techniques": [{"id": "T1078.004", "confidence": 0.7}], "scope": account}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let path = format!("{t}/detections/{}", created["detection_id"].as_str().unwrap());
+    let changed = expect_status(
+        app.patch(
+            &path,
+            &tenant.key,
+            json!({"techniques": [{"id": "T1078.004", "confidence": 0.5}]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(changed["techniques"], json!([{"id": "T1078.004", "confidence": 0.5}]));
+    let coverage = expect_status(
+        app.get(&format!("{t}/coverage/accounts/111122223333"), &tenant.key)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(coverage["covered"], 0, "0.5 is below the threshold");
+    expect_status(
+        app.patch(
+            &path,
+            &tenant.key,
+            json!({"techniques": [{"id": "T1078.004", "confidence": -1}]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    expect_status(app.delete(&path, &tenant.key).await, StatusCode::OK).await;
+    expect_status(
+        app.post(&format!("{path}/enable"), &tenant.key, json!({})).await,
+        StatusCode::GONE,
+    )
+    .await;
+    let listed = expect_status(
+        app.get(&format!("{t}/detections?status=retired"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
