@@ -46,6 +46,16 @@ enum Command {
     },
     /// Measure Kafka publishing: latency at a paced load, and backlog drain.
     BenchKafka(KafkaBench),
+    /// The coverage projection at scale: build, one organization detection,
+    /// organization coverage query latency.
+    BenchCoverage {
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 10_000)]
+        detections: usize,
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+    },
     /// Time one full AWS discovery against an endpoint (JSON; see
     /// `make bench-discovery`).
     BenchDiscovery {
@@ -186,6 +196,11 @@ pub async fn run() -> anyhow::Result<()> {
             seconds,
             catch_up_events,
         } => crate::bench::run(settings, clients, seconds, catch_up_events).await,
+        Command::BenchCoverage {
+            accounts,
+            detections,
+            queries,
+        } => crate::bench::coverage::run(settings, accounts, detections, queries).await,
         Command::BenchDiscovery {
             endpoint,
             organization_id,

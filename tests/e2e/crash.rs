@@ -90,8 +90,8 @@ async fn caught_up(pool: &PgPool) -> bool {
         .fetch_one(pool)
         .await
         .unwrap();
-    // The read models and the digests.
-    behind == 0 && subscribers == read_models().len() as i64 + 1
+    // The read models, the digests and the derived-detections process manager.
+    behind == 0 && subscribers == read_models().len() as i64 + 2
 }
 
 #[tokio::test]

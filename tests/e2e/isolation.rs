@@ -20,6 +20,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/v1/tenants/{tenant_id}/cloud-organizations") => Some(json!({"provider": "aws",
             "organization_id": "o-a1b2c3d4e5", "management_account_id": "123456789012",
             "role_arn": "arn:aws:iam::123456789012:role/X", "name": "Stolen"})),
+        ("post", "/v1/tenants/{tenant_id}/detections") => Some(json!({"name": "Stolen", "source": "custom",
+            "techniques": [{"id": "T1078", "confidence": 0.9}],
+            "scope": {"type": "account", "account_id": "123456789012"}})),
         ("post", _) | ("patch", _) => Some(json!({})),
         _ => None,
     }
@@ -72,7 +75,8 @@ async fn a_foreign_key_gets_404_on_every_tenant_route() {
                 .replace("{invitation_id}", invitation["id"].as_str().unwrap())
                 .replace("{org_id}", &uuid::Uuid::now_v7().to_string())
                 .replace("{account_id}", "123456789012")
-                .replace("{run_id}", &uuid::Uuid::now_v7().to_string());
+                .replace("{run_id}", &uuid::Uuid::now_v7().to_string())
+                .replace("{detection_id}", &uuid::Uuid::now_v7().to_string());
             if method == "delete" && template == "/v1/tenants/{tenant_id}" {
                 path.push_str("?confirm_slug=victim");
             }

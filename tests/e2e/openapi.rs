@@ -86,6 +86,27 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
             "get",
             "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/role-template",
         ),
+        ("post", "/v1/tenants/{tenant_id}/detections"),
+        ("get", "/v1/tenants/{tenant_id}/detections"),
+        ("get", "/v1/tenants/{tenant_id}/detections/{detection_id}"),
+        ("patch", "/v1/tenants/{tenant_id}/detections/{detection_id}"),
+        ("delete", "/v1/tenants/{tenant_id}/detections/{detection_id}"),
+        ("post", "/v1/tenants/{tenant_id}/detections/{detection_id}/disable"),
+        ("post", "/v1/tenants/{tenant_id}/detections/{detection_id}/enable"),
+        ("get", "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}"),
+        (
+            "get",
+            "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}/navigator-layer",
+        ),
+        ("get", "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}"),
+        (
+            "get",
+            "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/snapshots",
+        ),
+        (
+            "get",
+            "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/navigator-layer",
+        ),
     ];
     for (method, path) in expected {
         assert!(
@@ -141,7 +162,15 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         .collect();
     assert_eq!(
         names,
-        ["audit_trail", "billing", "cloud", "digests", "directory"],
+        [
+            "audit_trail",
+            "billing",
+            "cloud",
+            "coverage",
+            "derived_detections",
+            "digests",
+            "directory"
+        ],
         "no Kafka publisher without brokers"
     );
 }

@@ -10,6 +10,7 @@
 //! 3. Catch-up: synthetic events are appended, the read models emptied, and
 //!    the subscription runtime timed from position 0.
 
+pub mod coverage;
 pub mod discovery;
 
 use crate::local_pg::LocalPostgres;
