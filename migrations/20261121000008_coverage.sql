@@ -88,3 +88,9 @@ CREATE INDEX coverage_snapshots_tenant_idx ON coverage_snapshots (tenant_id, tak
 -- server's periodic upkeep, not derived from events: kept outside the
 -- subscriber's tables so rebuilds leave them alone. Pruned the same way.
 CREATE TABLE coverage_daily_snapshots (LIKE coverage_snapshots INCLUDING ALL);
+
+-- The derived-detections process manager finds the detection it registered
+-- for an organization source in the log itself (not a read model).
+CREATE INDEX events_derived_detection_idx
+    ON events ((payload -> 'DetectionRegistered' -> 'derived_from' ->> 'source_id'))
+    WHERE event_type = 'DetectionRegistered';

@@ -3,8 +3,11 @@
 //! Config aggregator, Security Hub or GuardDuty administration), it registers
 //! an organization-scoped detection for it with the CTID mapping's detect
 //! techniques; a changed source updates it (a trail that stopped logging
-//! disables it), a removed one retires it. Detection ids are derived from the
-//! organization and the source, so a replayed event changes nothing.
+//! disables it), a removed one retires it; a source found again after that
+//! gets a new detection. The detection of a source is found in the log
+//! itself, and a new one's id is derived from the organization, the source
+//! and the position of the event that found it, so a replayed event changes
+//! nothing.
 
 use coverwatch_commands::billing::{Billing, RETRIES};
 use coverwatch_commands::{CommandError, CommandMetadata, DetectionCommands};
@@ -12,7 +15,7 @@ use coverwatch_domain::attack::{self, ctid_mappings};
 use coverwatch_domain::cloud::CloudOrganizationEvent;
 use coverwatch_domain::cloud::sources::{OrganizationSource, SourceDetail, SourceKind};
 use coverwatch_domain::detection::{
-    DerivedFrom, DetectionCommand, DetectionError, DetectionScope, DetectionSource, Techniques,
+    DerivedFrom, DetectionCommand, DetectionError, DetectionScope, DetectionSource, DetectionStatus, Techniques,
 };
 use coverwatch_domain::plans::PlanCatalog;
 use coverwatch_domain::values::Name;
@@ -28,9 +31,10 @@ pub struct DerivedDetections {
     pub catalog: Arc<PlanCatalog>,
 }
 
-/// The detection Coverwatch keeps for one source of one organization.
-pub fn derived_id(organization_id: Uuid, source_id: &str) -> Uuid {
-    let digest = Sha256::digest(format!("derived-detection:{organization_id}:{source_id}"));
+/// The detection Coverwatch registers for a source of an organization, found
+/// by the event at `position`.
+pub fn derived_id(organization_id: Uuid, source_id: &str, position: i64) -> Uuid {
+    let digest = Sha256::digest(format!("derived-detection:{organization_id}:{source_id}:{position}"));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
@@ -68,6 +72,27 @@ fn active(source: &OrganizationSource) -> bool {
 }
 
 impl DerivedDetections {
+    /// The newest detection registered for the source, from the log.
+    async fn current(
+        &self,
+        conn: &mut PgConnection,
+        organization_id: Uuid,
+        source_id: &str,
+    ) -> anyhow::Result<Option<Uuid>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT aggregate_id FROM events
+              WHERE event_type = 'DetectionRegistered'
+                AND (payload -> 'DetectionRegistered' -> 'derived_from' ->> 'source_id') = $1
+                AND (payload -> 'DetectionRegistered' -> 'derived_from' ->> 'organization_id') = $2
+              ORDER BY position DESC LIMIT 1",
+        )
+        .bind(source_id)
+        .bind(organization_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(id.and_then(|id| id.parse().ok()))
+    }
+
     async fn run(&self, id: Uuid, command: DetectionCommand, tenant_id: Uuid) -> anyhow::Result<()> {
         let metadata = CommandMetadata::system(tenant_id);
         match self.detections.execute_retrying(id, command, &metadata, RETRIES).await {
@@ -84,8 +109,19 @@ impl DerivedDetections {
         }
     }
 
-    async fn found(&self, tenant_id: Uuid, organization_id: Uuid, source: OrganizationSource) -> anyhow::Result<()> {
-        let id = derived_id(organization_id, &source.id);
+    async fn found(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+        organization_id: Uuid,
+        source: OrganizationSource,
+    ) -> anyhow::Result<()> {
+        let tenant_id = event.tenant_id.unwrap_or_default();
+        let current = match self.current(conn, organization_id, &source.id).await? {
+            Some(id) if self.detections.load(id).await?.status != DetectionStatus::Retired => Some(id),
+            _ => None,
+        };
+        let id = current.unwrap_or_else(|| derived_id(organization_id, &source.id, event.position));
         let kind = source.kind();
         let (detection_source, _) = control(kind);
         let entitlements = self.billing.entitlements(tenant_id).await?;
@@ -116,7 +152,21 @@ impl DerivedDetections {
             org_features: entitlements.org_features,
             cheapest_with_org_features: self.catalog.cheapest_with_org_features(),
         };
-        self.run(id, register, tenant_id).await?;
+        if current.is_some() {
+            // Re-discovered: keep it in line with the source and the mapping.
+            let DetectionCommand::Register { name, techniques, .. } = register else {
+                unreachable!("built above")
+            };
+            if !techniques.is_empty() {
+                let update = DetectionCommand::Update {
+                    name: Some(name),
+                    techniques: Some(techniques),
+                };
+                self.run(id, update, tenant_id).await?;
+            }
+        } else {
+            self.run(id, register, tenant_id).await?;
+        }
         let toggle = if active(&source) {
             DetectionCommand::Enable
         } else {
@@ -141,7 +191,7 @@ impl Subscriber for DerivedDetections {
         false
     }
 
-    async fn handle(&self, _conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+    async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         use CloudOrganizationEvent as E;
         for event in events.iter().filter(|e| e.aggregate_type == "cloud_organization") {
             let (Some(tenant_id), Ok(organization_id)) = (event.tenant_id, event.aggregate_id.parse::<Uuid>()) else {
@@ -150,11 +200,12 @@ impl Subscriber for DerivedDetections {
             let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())?;
             match decoded {
                 E::OrganizationSourceFound { source } | E::OrganizationSourceChanged { source } => {
-                    self.found(tenant_id, organization_id, source).await?;
+                    self.found(conn, event, organization_id, source).await?;
                 }
                 E::OrganizationSourceRemoved { id, .. } => {
-                    self.run(derived_id(organization_id, &id), DetectionCommand::Retire, tenant_id)
-                        .await?;
+                    if let Some(detection) = self.current(conn, organization_id, &id).await? {
+                        self.run(detection, DetectionCommand::Retire, tenant_id).await?;
+                    }
                 }
                 _ => {}
             }

@@ -224,6 +224,16 @@ pub async fn usage_report(
         "discovery_runs".to_owned(),
         metric(runs as u64, Limit::Unlimited, vec![]),
     );
+    // Detections in force (enabled or disabled; retired ones no longer count).
+    let detections: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM detections WHERE tenant_id = $1 AND status <> 'retired'")
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?;
+    metrics.insert(
+        "detections".to_owned(),
+        metric(detections as u64, Limit::Unlimited, vec![]),
+    );
     Ok(UsageReport {
         period_start,
         period_end,

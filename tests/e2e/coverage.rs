@@ -388,6 +388,49 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
         );
     }
 
+    // GuardDuty's administrator is deregistered: re-discovery retires its
+    // detection; registered again, the source gets a new detection.
+    let guardduty_admin = |action: &str| {
+        format!(
+            "import boto3; boto3.client('organizations', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing').{action}_delegated_administrator(\
+             AccountId='{}', ServicePrincipal='guardduty.amazonaws.com')",
+            moto.url,
+            id("security")
+        )
+    };
+    for (action, expected) in [
+        ("deregister", vec!["retired"]),
+        ("register", vec!["enabled", "retired"]),
+    ] {
+        let status = tokio::process::Command::new(crate::helpers::python())
+            .args(["-c", &guardduty_admin(action)])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+        let path = format!("{t}/detections?source=guardduty");
+        let listed = wait_for(&app, &tenant, &path, |b| {
+            let mut statuses: Vec<&str> = b["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["status"].as_str().unwrap())
+                .collect();
+            statuses.sort();
+            statuses == expected
+        })
+        .await;
+        assert!(
+            listed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["derived_source_id"] == format!("guardduty:{}", id("security")))
+        );
+    }
+
     // The projection rebuilt from position 0 equals the incremental one,
     // snapshots included.
     app.caught_up(Some("coverage"), Duration::from_secs(20)).await;
