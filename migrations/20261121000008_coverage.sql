@@ -36,14 +36,16 @@ CREATE TABLE coverage_members (
 
 -- One row per connected account: the techniques its own detections cover,
 -- those its organization's cover, and their union (every technique, any
--- platform; queries intersect with the denominator they ask for).
+-- platform; queries intersect with the denominator they ask for), as
+-- bitsets over the ATT&CK catalog's technique order (little-endian words).
 CREATE TABLE coverage_accounts (
     tenant_id       uuid    NOT NULL,
     account_id      text    NOT NULL,
     organization_id uuid,
-    own             text[]  NOT NULL,
-    inherited       text[]  NOT NULL,
-    covered         text[]  NOT NULL,
+    attack_version  text    NOT NULL,
+    own             bytea   NOT NULL,
+    inherited       bytea   NOT NULL,
+    covered         bytea   NOT NULL,
     -- the figures of its last snapshot (default platform set)
     figures         jsonb,
     position        bigint  NOT NULL,

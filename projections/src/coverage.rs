@@ -15,14 +15,14 @@ use crate::event::StoredEvent;
 use crate::runtime::Subscriber;
 use anyhow::Context;
 use async_trait::async_trait;
-use coverwatch_domain::attack::{self, PlatformSet, TechniqueId};
+use coverwatch_domain::attack::{self, PlatformSet, TechniqueId, TechniqueSet};
 use coverwatch_domain::cloud::hierarchy::path;
 use coverwatch_domain::cloud::{AccountSource, CloudAccountsEvent, CloudOrganizationEvent};
-use coverwatch_domain::detection::coverage::{Applies, Breakdown, applies, covered, ratio};
+use coverwatch_domain::detection::coverage::{Breakdown, covered, ratio};
 use coverwatch_domain::detection::{DetectionEvent, DetectionScope, DetectionStatus, Techniques};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use uuid::Uuid;
 
 pub struct Coverage;
@@ -265,12 +265,14 @@ async fn connection(conn: &mut PgConnection, event: &StoredEvent, decoded: Cloud
             // leaves what it was part of.
             leave(conn, event, tenant_id, account.account_id.as_str(), organization_id).await?;
             let inserted = sqlx::query(
-                "INSERT INTO coverage_accounts (tenant_id, account_id, organization_id, own, inherited, covered, position)
-                 VALUES ($1, $2, $3, '{}', '{}', '{}', $4) ON CONFLICT (tenant_id, account_id) DO NOTHING",
+                "INSERT INTO coverage_accounts (tenant_id, account_id, organization_id, attack_version, own, inherited,
+                        covered, position)
+                 VALUES ($1, $2, $3, $4, '', '', '', $5) ON CONFLICT (tenant_id, account_id) DO NOTHING",
             )
             .bind(tenant_id)
             .bind(account.account_id.as_str())
             .bind(organization_id)
+            .bind(&attack::latest().attack_version)
             .bind(event.position)
             .execute(&mut *conn)
             .await?
@@ -316,7 +318,7 @@ async fn leave(
     account_id: &str,
     staying_in: Option<Uuid>,
 ) -> anyhow::Result<()> {
-    let row: Option<(Option<Uuid>, Vec<String>)> = sqlx::query_as(
+    let row: Option<(Option<Uuid>, Vec<u8>)> = sqlx::query_as(
         "SELECT organization_id, covered FROM coverage_accounts WHERE tenant_id = $1 AND account_id = $2",
     )
     .bind(tenant_id)
@@ -339,7 +341,12 @@ async fn leave(
             .bind(organization_id)
             .execute(&mut *conn)
             .await?;
-        let deltas: BTreeMap<String, i32> = covered.into_iter().map(|t| (t, -1)).collect();
+        let catalog = attack::latest();
+        let deltas: BTreeMap<String, i32> = catalog
+            .ids_of(&TechniqueSet::from_bytes(&covered))
+            .into_iter()
+            .map(|t| (t.to_string(), -1))
+            .collect();
         apply_counts(conn, organization_id, &deltas).await?;
         org_snapshot(conn, event, organization_id).await?;
     }
@@ -376,18 +383,15 @@ async fn member(conn: &mut PgConnection, organization_id: Uuid, decoded: CloudOr
 struct AccountRow {
     account_id: String,
     organization_id: Option<Uuid>,
-    own: Vec<String>,
-    inherited: Vec<String>,
-    covered: Vec<String>,
+    own: Vec<u8>,
+    inherited: Vec<u8>,
+    covered: Vec<u8>,
     figures: Option<Value>,
 }
 
-fn set(techniques: &[String]) -> BTreeSet<TechniqueId> {
-    techniques.iter().filter_map(|t| TechniqueId::parse(t).ok()).collect()
-}
-
-fn list(set: &BTreeSet<TechniqueId>) -> Vec<&str> {
-    set.iter().map(|t| t.as_str()).collect()
+/// What a detection covers, as a set over the newest catalog.
+fn covered_set(techniques: &Techniques) -> TechniqueSet {
+    attack::latest().set_of(covered(DetectionStatus::Enabled, techniques))
 }
 
 /// Recomputes the given sides of `accounts` from the enabled detections,
@@ -403,6 +407,7 @@ async fn refresh(
     if accounts.is_empty() {
         return Ok(());
     }
+    let catalog = attack::latest();
     let rows: Vec<AccountRow> = sqlx::query_as(
         "SELECT account_id, organization_id, own, inherited, covered, figures FROM coverage_accounts
           WHERE tenant_id = $1 AND account_id = ANY($2)",
@@ -411,7 +416,7 @@ async fn refresh(
     .bind(&accounts)
     .fetch_all(&mut *conn)
     .await?;
-    let mut own_by_account: BTreeMap<String, BTreeSet<TechniqueId>> = BTreeMap::new();
+    let mut own_by_account: HashMap<String, TechniqueSet> = HashMap::new();
     if sides.own {
         let detections: Vec<(String, sqlx::types::Json<Techniques>)> = sqlx::query_as(
             "SELECT account_id, techniques FROM detections
@@ -422,13 +427,15 @@ async fn refresh(
         .fetch_all(&mut *conn)
         .await?;
         for (account_id, techniques) in &detections {
-            own_by_account
-                .entry(account_id.clone())
-                .or_default()
-                .extend(covered(DetectionStatus::Enabled, techniques).cloned());
+            let set = own_by_account.entry(account_id.clone()).or_default();
+            *set = set.union(&covered_set(techniques));
         }
     }
-    let mut org_detections: Vec<(DetectionScope, Techniques)> = vec![];
+    // Organization detections (the inheritance rule of
+    // `coverage::applies`, grouped so each detection is read once): those for
+    // every account apply alike; those for a subset, to the accounts listed.
+    let mut for_all: HashMap<Uuid, TechniqueSet> = HashMap::new();
+    let mut for_some: HashMap<(Uuid, String), TechniqueSet> = HashMap::new();
     if sides.inherited {
         let organizations: Vec<Uuid> = rows
             .iter()
@@ -436,73 +443,93 @@ async fn refresh(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let found: Vec<(sqlx::types::Json<DetectionScope>, sqlx::types::Json<Techniques>)> = sqlx::query_as(
-            "SELECT scope, techniques FROM detections
+        let found: Vec<(Uuid, Option<Vec<String>>, sqlx::types::Json<Techniques>)> = sqlx::query_as(
+            "SELECT organization_id, subset, techniques FROM detections
               WHERE scope_type = 'organization' AND status = 'enabled' AND organization_id = ANY($1)",
         )
         .bind(&organizations)
         .fetch_all(&mut *conn)
         .await?;
-        org_detections = found.into_iter().map(|(s, t)| (s.0, t.0)).collect();
+        for (organization_id, subset, techniques) in found {
+            let set = covered_set(&techniques);
+            match subset {
+                None => {
+                    let all = for_all.entry(organization_id).or_default();
+                    *all = all.union(&set);
+                }
+                Some(accounts) => {
+                    for account in accounts {
+                        let some = for_some.entry((organization_id, account)).or_default();
+                        *some = some.union(&set);
+                    }
+                }
+            }
+        }
     }
-    let denominator_ids = default_denominator();
-    let denominator: BTreeSet<&TechniqueId> = denominator_ids.iter().collect();
-    let mut updates = vec![];
+    let denominator = catalog.denominator_set(&PlatformSet::cloud());
+    let mut updates: (Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Value>) = Default::default();
     let mut snapshots = vec![];
     let mut deltas: BTreeMap<Uuid, BTreeMap<String, i32>> = BTreeMap::new();
     for row in rows {
+        let (stored_own, stored_inherited) = (
+            TechniqueSet::from_bytes(&row.own),
+            TechniqueSet::from_bytes(&row.inherited),
+        );
         let own = if sides.own {
             own_by_account.remove(&row.account_id).unwrap_or_default()
         } else {
-            set(&row.own)
+            stored_own
         };
-        let inherited = if sides.inherited {
-            let mut inherited = BTreeSet::new();
-            for (scope, techniques) in &org_detections {
-                if applies(scope, &row.account_id, row.organization_id) == Applies::Inherited {
-                    inherited.extend(covered(DetectionStatus::Enabled, techniques).cloned());
-                }
+        let inherited = match (sides.inherited, row.organization_id) {
+            (false, _) => stored_inherited,
+            (true, None) => TechniqueSet::default(),
+            (true, Some(organization_id)) => {
+                let all = for_all.get(&organization_id).copied().unwrap_or_default();
+                let some = for_some
+                    .get(&(organization_id, row.account_id.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                all.union(&some)
             }
-            inherited
-        } else {
-            set(&row.inherited)
         };
-        let before = set(&row.covered);
-        let after: BTreeSet<TechniqueId> = own.union(&inherited).cloned().collect();
-        if own == set(&row.own) && inherited == set(&row.inherited) && row.figures.is_some() {
+        if own == stored_own && inherited == stored_inherited && row.figures.is_some() {
             continue;
         }
+        let before = TechniqueSet::from_bytes(&row.covered);
+        let after = own.union(&inherited);
         if let Some(organization_id) = row.organization_id {
             let counts = deltas.entry(organization_id).or_default();
-            for gone in before.difference(&after) {
+            for gone in catalog.ids_of(&before.difference(&after)) {
                 *counts.entry(gone.to_string()).or_default() -= 1;
             }
-            for new in after.difference(&before) {
+            for new in catalog.ids_of(&after.difference(&before)) {
                 *counts.entry(new.to_string()).or_default() += 1;
             }
         }
         let figures = account_figures(&Breakdown::of(&own, &inherited, &denominator));
-        let changed = row.figures.as_ref() != Some(&figures);
-        if changed {
-            snapshots.push(json!({"scope": "account", "scope_id": row.account_id, "figures": figures}));
+        if row.figures.as_ref() != Some(&figures) {
+            snapshots.push(("account", row.account_id.clone(), figures.clone()));
         }
-        updates.push(json!({
-            "account_id": row.account_id, "own": list(&own), "inherited": list(&inherited),
-            "covered": list(&after), "figures": figures,
-        }));
+        updates.0.push(row.account_id);
+        updates.1.push(own.to_bytes());
+        updates.2.push(inherited.to_bytes());
+        updates.3.push(after.to_bytes());
+        updates.4.push(figures);
     }
-    if !updates.is_empty() {
+    if !updates.0.is_empty() {
         sqlx::query(
             "UPDATE coverage_accounts c
-                SET own = ARRAY(SELECT jsonb_array_elements_text(r.own)),
-                    inherited = ARRAY(SELECT jsonb_array_elements_text(r.inherited)),
-                    covered = ARRAY(SELECT jsonb_array_elements_text(r.covered)),
-                    figures = r.figures, position = $3
-               FROM jsonb_to_recordset($2) AS r(account_id text, own jsonb, inherited jsonb, covered jsonb, figures jsonb)
-              WHERE c.tenant_id = $1 AND c.account_id = r.account_id",
+                SET own = u.own, inherited = u.inherited, covered = u.covered, figures = u.figures, position = $7
+               FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::jsonb[])
+                    AS u(account_id, own, inherited, covered, figures)
+              WHERE c.tenant_id = $1 AND c.account_id = u.account_id",
         )
         .bind(tenant_id)
-        .bind(Value::Array(updates))
+        .bind(&updates.0)
+        .bind(&updates.1)
+        .bind(&updates.2)
+        .bind(&updates.3)
+        .bind(&updates.4)
         .bind(event.position)
         .execute(&mut *conn)
         .await?;
@@ -513,15 +540,6 @@ async fn refresh(
         org_snapshot(conn, event, organization_id).await?;
     }
     Ok(())
-}
-
-/// The cloud platforms of the newest catalog: what snapshots count over.
-fn default_denominator() -> BTreeSet<TechniqueId> {
-    attack::latest()
-        .denominator(&PlatformSet::cloud())
-        .into_iter()
-        .cloned()
-        .collect()
 }
 
 fn account_figures(breakdown: &Breakdown) -> Value {
@@ -582,10 +600,14 @@ async fn org_snapshot(conn: &mut PgConnection, event: &StoredEvent, organization
             .bind(organization_id)
             .fetch_all(&mut *conn)
             .await?;
-    let denominator = default_denominator();
-    let within = counts
-        .iter()
-        .filter(|(t, _)| TechniqueId::parse(t).is_ok_and(|t| denominator.contains(&t)));
+    let catalog = attack::latest();
+    let denominator = catalog.denominator_set(&PlatformSet::cloud());
+    let within = counts.iter().filter(|(t, _)| {
+        TechniqueId::parse(t)
+            .ok()
+            .and_then(|t| catalog.index_of(&t))
+            .is_some_and(|i| denominator.contains(i))
+    });
     let union = within.clone().filter(|(_, n)| *n > 0).count();
     let minimum = within.filter(|(_, n)| accounts > 0 && *n >= accounts).count();
     let figures = json!({
@@ -602,7 +624,7 @@ async fn org_snapshot(conn: &mut PgConnection, event: &StoredEvent, organization
         .bind(&figures)
         .execute(&mut *conn)
         .await?;
-    let snapshot = json!({"scope": "organization", "scope_id": organization_id.to_string(), "figures": figures});
+    let snapshot = ("organization", organization_id.to_string(), figures);
     insert_snapshots(conn, event, tenant_id, vec![snapshot]).await
 }
 
@@ -610,19 +632,27 @@ async fn insert_snapshots(
     conn: &mut PgConnection,
     event: &StoredEvent,
     tenant_id: Uuid,
-    snapshots: Vec<Value>,
+    snapshots: Vec<(&str, String, Value)>,
 ) -> anyhow::Result<()> {
     if snapshots.is_empty() {
         return Ok(());
     }
+    let mut columns: (Vec<&str>, Vec<String>, Vec<Value>) = Default::default();
+    for (scope, scope_id, figures) in snapshots {
+        columns.0.push(scope);
+        columns.1.push(scope_id);
+        columns.2.push(figures);
+    }
     sqlx::query(
         "INSERT INTO coverage_snapshots (tenant_id, scope, scope_id, kind, position, taken_at, attack_version, figures)
-         SELECT $1, r.scope, r.scope_id, 'change', $3, $4, $5, r.figures
-           FROM jsonb_to_recordset($2) AS r(scope text, scope_id text, figures jsonb)
+         SELECT $1, s.scope, s.scope_id, 'change', $5, $6, $7, s.figures
+           FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS s(scope, scope_id, figures)
          ON CONFLICT DO NOTHING",
     )
     .bind(tenant_id)
-    .bind(Value::Array(snapshots))
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
     .bind(event.position)
     .bind(event.recorded_at)
     .bind(&attack::latest().attack_version)

@@ -16,22 +16,38 @@ pub(crate) struct Moto {
     _child: tokio::process::Child,
 }
 
+/// Starts a Python server of the test virtualenv on a free loopback port
+/// (`args` get the port) and waits until `ready` (a path) answers.
+async fn python_server(
+    what: &str,
+    args: impl FnOnce(&str) -> Vec<String>,
+    ready: &str,
+) -> (String, tokio::process::Child) {
+    let port = free_port().to_string();
+    let child = tokio::process::Command::new(python())
+        .args(args(&port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} starts (make test installs it into .coverwatch/venv): {e}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{url}{ready}")).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (url, child)
+}
+
 impl Moto {
     pub(crate) async fn start() -> Moto {
-        let port = free_port();
-        let child = tokio::process::Command::new(python())
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("moto starts (make test installs it into .coverwatch/venv)");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{url}/moto-api/")).await.is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let args = |port: &str| {
+            ["-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+                .map(String::from)
+                .to_vec()
+        };
+        let (url, child) = python_server("moto", args, "/moto-api/").await;
         Moto { url, _child: child }
     }
 
@@ -56,19 +72,17 @@ struct FaultProxy {
 
 impl FaultProxy {
     async fn start(upstream: &str) -> FaultProxy {
-        let port = free_port();
-        let child = tokio::process::Command::new(python())
-            .arg(workspace_root().join("tests/tools/aws_fault_proxy.py"))
-            .args(["--port", &port.to_string(), "--upstream", upstream])
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the fault proxy starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{url}/_stats")).await.is_err() {
-            assert!(Instant::now() < deadline, "the fault proxy did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let script = workspace_root().join("tests/tools/aws_fault_proxy.py");
+        let args = |port: &str| {
+            vec![
+                script.display().to_string(),
+                "--port".into(),
+                port.into(),
+                "--upstream".into(),
+                upstream.into(),
+            ]
+        };
+        let (url, child) = python_server("the fault proxy", args, "/_stats").await;
         FaultProxy { url, _child: child }
     }
 

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use coverwatch_domain::attack::{self, AttackCatalog, PlatformSet, TechniqueId};
+use coverwatch_domain::attack::{self, AttackCatalog, PlatformSet, TechniqueId, TechniqueSet};
 use coverwatch_domain::cloud::values::AwsAccountId;
 use coverwatch_domain::detection::coverage::{Breakdown, ratio, union_and_minimum};
 use coverwatch_domain::detection::{DetectionScope, DetectionStatus, Techniques};
@@ -55,12 +55,12 @@ fn platforms(input: Option<&str>) -> ApiResult<PlatformSet> {
     }
 }
 
-fn ids(set: &BTreeSet<TechniqueId>) -> Vec<String> {
-    set.iter().map(ToString::to_string).collect()
-}
-
-fn techniques(list: &[String]) -> BTreeSet<TechniqueId> {
-    list.iter().filter_map(|t| TechniqueId::parse(t).ok()).collect()
+fn ids(set: &TechniqueSet) -> Vec<String> {
+    attack::latest()
+        .ids_of(set)
+        .into_iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 async fn as_of(state: &AppState) -> ApiResult<i64> {
@@ -75,14 +75,18 @@ async fn as_of(state: &AppState) -> ApiResult<i64> {
 struct AccountRow {
     account_id: String,
     organization_id: Option<Uuid>,
-    own: Vec<String>,
-    inherited: Vec<String>,
+    own: Vec<u8>,
+    inherited: Vec<u8>,
     path: Option<String>,
 }
 
 impl AccountRow {
-    fn breakdown(&self, denominator: &BTreeSet<&TechniqueId>) -> Breakdown {
-        Breakdown::of(&techniques(&self.own), &techniques(&self.inherited), denominator)
+    fn breakdown(&self, denominator: &TechniqueSet) -> Breakdown {
+        Breakdown::of(
+            &TechniqueSet::from_bytes(&self.own),
+            &TechniqueSet::from_bytes(&self.inherited),
+            denominator,
+        )
     }
 }
 
@@ -117,7 +121,7 @@ pub async fn account(
     let as_of_position = as_of(&state).await?;
     let row = account_row(&state, tenant_id, &account_id).await?;
     let catalog = attack::latest();
-    let breakdown = row.breakdown(&catalog.denominator(&platforms));
+    let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
     Ok(Json(AccountCoverage {
         account_id: row.account_id,
         organization_id: row.organization_id,
@@ -224,7 +228,7 @@ async fn organization_rows(
     .await?)
 }
 
-fn figure(set: &BTreeSet<TechniqueId>, denominator: usize) -> Figure {
+fn figure(set: &TechniqueSet, denominator: usize) -> Figure {
     Figure {
         covered: set.len(),
         total_coverage: ratio(set.len(), denominator),
@@ -234,25 +238,21 @@ fn figure(set: &BTreeSet<TechniqueId>, denominator: usize) -> Figure {
 
 fn by_tactic(
     catalog: &AttackCatalog,
-    denominator: &BTreeSet<&TechniqueId>,
-    union: &BTreeSet<TechniqueId>,
-    minimum: &BTreeSet<TechniqueId>,
+    denominator: &TechniqueSet,
+    union: &TechniqueSet,
+    minimum: &TechniqueSet,
 ) -> Vec<TacticLine> {
     catalog
         .tactics
         .iter()
         .map(|tactic| {
-            let within: Vec<&TechniqueId> = denominator
-                .iter()
-                .copied()
-                .filter(|t| catalog.get(t).is_some_and(|t| t.tactics.contains(&tactic.shortname)))
-                .collect();
+            let within = catalog.tactic_set(&tactic.shortname).intersection(denominator);
             TacticLine {
                 tactic: tactic.shortname.clone(),
                 name: tactic.name.clone(),
                 denominator: within.len(),
-                union: within.iter().filter(|t| union.contains(**t)).count(),
-                minimum: within.iter().filter(|t| minimum.contains(**t)).count(),
+                union: within.intersection(union).len(),
+                minimum: within.intersection(minimum).len(),
             }
         })
         .collect()
@@ -283,13 +283,12 @@ pub async fn organization(
     .fetch_one(&state.pool)
     .await?;
     let catalog = attack::latest();
-    let denominator = catalog.denominator(&platforms);
+    let denominator = catalog.denominator_set(&platforms);
     let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
     let (union, minimum) = union_and_minimum(breakdowns.iter().map(|b| &b.covered));
-    let mut org_covered = BTreeSet::new();
+    let mut org_covered = TechniqueSet::default();
     for b in &breakdowns {
-        org_covered.extend(b.organization_only.iter().cloned());
-        org_covered.extend(b.overlap.iter().cloned());
+        org_covered = org_covered.union(&b.organization_only).union(&b.overlap);
     }
     let accounts = rows
         .iter()
@@ -495,12 +494,12 @@ pub async fn account_layer(
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let platforms = platforms(query.platforms.as_deref())?;
     let row = account_row(&state, tenant_id, &account_id).await?;
-    let denominator = attack::latest().denominator(&platforms);
-    let breakdown = row.breakdown(&denominator);
+    let catalog = attack::latest();
+    let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
     let covering = covering(&state, tenant_id, std::slice::from_ref(&row)).await?;
-    let entries = breakdown
-        .covered
-        .iter()
+    let entries = catalog
+        .ids_of(&breakdown.covered)
+        .into_iter()
         .map(|t| {
             let (best, names) = covering.get(t).cloned().unwrap_or_default();
             (t.clone(), (best * 100.0).round() as u32, comment(&names))
@@ -539,20 +538,22 @@ pub async fn organization_layer(
     organization_of(&state, tenant_id, org_id).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
     let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
-    let denominator = attack::latest().denominator(&platforms);
+    let catalog = attack::latest();
+    let denominator = catalog.denominator_set(&platforms);
     let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
     let (union, minimum) = union_and_minimum(breakdowns.iter().map(|b| &b.covered));
     let covering = covering(&state, tenant_id, &rows).await?;
     let shown = if minimum_view { &minimum } else { &union };
     let entries = shown
         .iter()
-        .map(|t| {
-            let in_accounts = breakdowns.iter().filter(|b| b.covered.contains(t)).count();
+        .filter_map(|i| catalog.id_at(i).map(|t| (i, t.clone())))
+        .map(|(i, t)| {
+            let in_accounts = breakdowns.iter().filter(|b| b.covered.contains(i)).count();
             // Union: the share of accounts covering it; minimum: all do.
             let score = (100 * in_accounts).checked_div(rows.len()).unwrap_or(0) as u32;
-            let (_, names) = covering.get(t).cloned().unwrap_or_default();
+            let (_, names) = covering.get(&t).cloned().unwrap_or_default();
             (
-                t.clone(),
+                t,
                 score,
                 format!("{} of {} accounts; {}", in_accounts, rows.len(), comment(&names)),
             )

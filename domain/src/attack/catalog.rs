@@ -2,9 +2,10 @@
 //! coverage denominator is the catalog's techniques and sub-techniques for a
 //! platform set (by default the cloud platforms).
 
+use super::set::TechniqueSet;
 use super::technique::TechniqueId;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +32,11 @@ pub struct AttackCatalog {
     pub tactics: Vec<Tactic>,
     #[serde(deserialize_with = "by_id")]
     pub techniques: BTreeMap<TechniqueId, Technique>,
+    /// Technique ids in order: a technique's index in a [`TechniqueSet`].
+    #[serde(skip)]
+    order: Vec<TechniqueId>,
+    #[serde(skip)]
+    index: HashMap<TechniqueId, usize>,
 }
 
 fn by_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<TechniqueId, Technique>, D::Error> {
@@ -44,8 +50,11 @@ static CATALOGS: LazyLock<BTreeMap<&'static str, AttackCatalog>> = LazyLock::new
     shipped
         .into_iter()
         .map(|(version, json)| {
-            let catalog: AttackCatalog = serde_json::from_str(json).expect("the shipped ATT&CK catalog parses");
+            let mut catalog: AttackCatalog = serde_json::from_str(json).expect("the shipped ATT&CK catalog parses");
             assert_eq!(catalog.attack_version, version);
+            assert!(catalog.techniques.len() <= TechniqueSet::CAPACITY);
+            catalog.order = catalog.techniques.keys().cloned().collect();
+            catalog.index = catalog.order.iter().cloned().enumerate().map(|(i, t)| (t, i)).collect();
             (version, catalog)
         })
         .collect()
@@ -113,6 +122,42 @@ impl AttackCatalog {
 
     pub fn get(&self, id: &TechniqueId) -> Option<&Technique> {
         self.techniques.get(id)
+    }
+
+    pub fn index_of(&self, id: &TechniqueId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The catalog's techniques among `ids` (others are left out).
+    pub fn set_of<'a>(&self, ids: impl IntoIterator<Item = &'a TechniqueId>) -> TechniqueSet {
+        let mut set = TechniqueSet::default();
+        for index in ids.into_iter().filter_map(|id| self.index_of(id)) {
+            set.insert(index);
+        }
+        set
+    }
+
+    pub fn id_at(&self, index: usize) -> Option<&TechniqueId> {
+        self.order.get(index)
+    }
+
+    /// The ids of a set, in order.
+    pub fn ids_of(&self, set: &TechniqueSet) -> Vec<&TechniqueId> {
+        set.iter().filter_map(|i| self.id_at(i)).collect()
+    }
+
+    pub fn denominator_set(&self, platforms: &PlatformSet) -> TechniqueSet {
+        self.set_of(self.denominator(platforms))
+    }
+
+    /// The techniques of one tactic (by shortname).
+    pub fn tactic_set(&self, shortname: &str) -> TechniqueSet {
+        self.set_of(
+            self.techniques
+                .values()
+                .filter(|t| t.tactics.iter().any(|s| s == shortname))
+                .map(|t| &t.id),
+        )
     }
 }
 

@@ -6,8 +6,10 @@
 
 mod catalog;
 mod mappings;
+mod set;
 mod technique;
 
 pub use catalog::{AttackCatalog, PlatformSet, Tactic, Technique, catalog, latest};
 pub use mappings::{CtidMappings, MappedTechnique, ctid_mappings};
+pub use set::TechniqueSet;
 pub use technique::{COVERED_AT, Confidence, TechniqueId};

@@ -180,3 +180,10 @@ mod tests {
         }
     }
 }
+
+/// Lets sets of account ids be searched with a plain `&str`.
+impl std::borrow::Borrow<str> for AwsAccountId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}

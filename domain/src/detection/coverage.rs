@@ -5,8 +5,7 @@
 //! overlap; union and minimum over several accounts).
 
 use super::aggregate::{DetectionScope, DetectionStatus, Techniques};
-use crate::attack::TechniqueId;
-use std::collections::BTreeSet;
+use crate::attack::{TechniqueId, TechniqueSet};
 use uuid::Uuid;
 
 /// Whether a detection with `scope` applies to `account_id`, an account of
@@ -28,7 +27,7 @@ pub fn applies(scope: &DetectionScope, account_id: &str, organization: Option<Uu
             accounts,
         } if Some(*organization_id) == organization => match accounts {
             None => Applies::Inherited,
-            Some(subset) if subset.iter().any(|a| a.as_str() == account_id) => Applies::Inherited,
+            Some(subset) if subset.contains(account_id) => Applies::Inherited,
             Some(_) => Applies::No,
         },
         DetectionScope::Organization { .. } => Applies::No,
@@ -46,30 +45,23 @@ pub fn covered(status: DetectionStatus, techniques: &Techniques) -> impl Iterato
 /// One account's figures over a denominator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Breakdown {
-    pub covered: BTreeSet<TechniqueId>,
-    pub account_only: BTreeSet<TechniqueId>,
-    pub organization_only: BTreeSet<TechniqueId>,
-    pub overlap: BTreeSet<TechniqueId>,
+    pub covered: TechniqueSet,
+    pub account_only: TechniqueSet,
+    pub organization_only: TechniqueSet,
+    pub overlap: TechniqueSet,
     pub denominator: usize,
 }
 
 impl Breakdown {
     /// `own`: covered by the account's detections; `inherited`: by its
     /// organization's. Only techniques in the denominator count.
-    pub fn of(
-        own: &BTreeSet<TechniqueId>,
-        inherited: &BTreeSet<TechniqueId>,
-        denominator: &BTreeSet<&TechniqueId>,
-    ) -> Self {
-        let within = |set: &BTreeSet<TechniqueId>| -> BTreeSet<TechniqueId> {
-            set.iter().filter(|t| denominator.contains(t)).cloned().collect()
-        };
-        let (own, inherited) = (within(own), within(inherited));
+    pub fn of(own: &TechniqueSet, inherited: &TechniqueSet, denominator: &TechniqueSet) -> Self {
+        let (own, inherited) = (own.intersection(denominator), inherited.intersection(denominator));
         Self {
-            covered: own.union(&inherited).cloned().collect(),
-            account_only: own.difference(&inherited).cloned().collect(),
-            organization_only: inherited.difference(&own).cloned().collect(),
-            overlap: own.intersection(&inherited).cloned().collect(),
+            covered: own.union(&inherited),
+            account_only: own.difference(&inherited),
+            organization_only: inherited.difference(&own),
+            overlap: own.intersection(&inherited),
             denominator: denominator.len(),
         }
     }
@@ -89,16 +81,14 @@ pub fn ratio(covered: usize, denominator: usize) -> f64 {
 }
 
 /// Union (covered in any account) and minimum (covered in every account).
-pub fn union_and_minimum<'a>(
-    accounts: impl IntoIterator<Item = &'a BTreeSet<TechniqueId>>,
-) -> (BTreeSet<TechniqueId>, BTreeSet<TechniqueId>) {
-    let mut union = BTreeSet::new();
-    let mut minimum: Option<BTreeSet<TechniqueId>> = None;
+pub fn union_and_minimum<'a>(accounts: impl IntoIterator<Item = &'a TechniqueSet>) -> (TechniqueSet, TechniqueSet) {
+    let mut union = TechniqueSet::default();
+    let mut minimum: Option<TechniqueSet> = None;
     for covered in accounts {
-        union.extend(covered.iter().cloned());
+        union = union.union(covered);
         minimum = Some(match minimum {
-            None => covered.clone(),
-            Some(so_far) => so_far.intersection(covered).cloned().collect(),
+            None => *covered,
+            Some(so_far) => so_far.intersection(covered),
         });
     }
     (union, minimum.unwrap_or_default())

@@ -2,12 +2,11 @@
 
 use super::coverage::{Applies, Breakdown, applies, covered, union_and_minimum};
 use super::*;
-use crate::attack::{Confidence, TechniqueId};
+use crate::attack::{Confidence, TechniqueId, TechniqueSet};
 use crate::cloud::values::AwsAccountId;
 use crate::plans::Tier;
 use crate::values::Name;
 use cqrs_es::test::TestFramework;
-use std::collections::BTreeSet;
 use uuid::Uuid;
 
 const TENANT: Uuid = Uuid::from_u128(1);
@@ -204,8 +203,9 @@ fn an_unknown_detection_is_not_found() {
 mod rules {
     use super::*;
 
-    fn set(ids: &[&str]) -> BTreeSet<TechniqueId> {
-        ids.iter().map(|t| TechniqueId::parse(t).unwrap()).collect()
+    fn set(ids: &[&str]) -> TechniqueSet {
+        let ids: Vec<TechniqueId> = ids.iter().map(|t| TechniqueId::parse(t).unwrap()).collect();
+        crate::attack::latest().set_of(&ids)
     }
 
     #[test]
@@ -242,8 +242,7 @@ mod rules {
     fn the_breakdown_splits_account_organization_and_overlap_within_the_denominator() {
         let own = set(&["T1078", "T1530", "T1003"]);
         let inherited = set(&["T1530", "T1098"]);
-        let denominator_ids = set(&["T1078", "T1530", "T1098", "T1537"]);
-        let denominator: BTreeSet<&TechniqueId> = denominator_ids.iter().collect();
+        let denominator = set(&["T1078", "T1530", "T1098", "T1537"]);
         let breakdown = Breakdown::of(&own, &inherited, &denominator);
         assert_eq!(breakdown.covered, set(&["T1078", "T1098", "T1530"]));
         assert_eq!(breakdown.account_only, set(&["T1078"]));
