@@ -389,6 +389,16 @@ struct AccountRow {
     figures: Option<Value>,
 }
 
+/// The changed account rows of one refresh, as columns for one UPDATE.
+#[derive(Default)]
+struct Updates {
+    accounts: Vec<String>,
+    own: Vec<Vec<u8>>,
+    inherited: Vec<Vec<u8>>,
+    covered: Vec<Vec<u8>>,
+    figures: Vec<Value>,
+}
+
 /// What a detection covers, as a set over the newest catalog.
 fn covered_set(techniques: &Techniques) -> TechniqueSet {
     attack::latest().set_of(covered(DetectionStatus::Enabled, techniques))
@@ -467,7 +477,7 @@ async fn refresh(
         }
     }
     let denominator = catalog.denominator_set(&PlatformSet::cloud());
-    let mut updates: (Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Value>) = Default::default();
+    let mut updates = Updates::default();
     let mut snapshots = vec![];
     let mut deltas: BTreeMap<Uuid, BTreeMap<String, i32>> = BTreeMap::new();
     for row in rows {
@@ -510,13 +520,13 @@ async fn refresh(
         if row.figures.as_ref() != Some(&figures) {
             snapshots.push(("account", row.account_id.clone(), figures.clone()));
         }
-        updates.0.push(row.account_id);
-        updates.1.push(own.to_bytes());
-        updates.2.push(inherited.to_bytes());
-        updates.3.push(after.to_bytes());
-        updates.4.push(figures);
+        updates.accounts.push(row.account_id);
+        updates.own.push(own.to_bytes());
+        updates.inherited.push(inherited.to_bytes());
+        updates.covered.push(after.to_bytes());
+        updates.figures.push(figures);
     }
-    if !updates.0.is_empty() {
+    if !updates.accounts.is_empty() {
         sqlx::query(
             "UPDATE coverage_accounts c
                 SET own = u.own, inherited = u.inherited, covered = u.covered, figures = u.figures, position = $7
@@ -525,11 +535,11 @@ async fn refresh(
               WHERE c.tenant_id = $1 AND c.account_id = u.account_id",
         )
         .bind(tenant_id)
-        .bind(&updates.0)
-        .bind(&updates.1)
-        .bind(&updates.2)
-        .bind(&updates.3)
-        .bind(&updates.4)
+        .bind(&updates.accounts)
+        .bind(&updates.own)
+        .bind(&updates.inherited)
+        .bind(&updates.covered)
+        .bind(&updates.figures)
         .bind(event.position)
         .execute(&mut *conn)
         .await?;

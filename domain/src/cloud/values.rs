@@ -140,6 +140,13 @@ impl Provider {
     }
 }
 
+/// Lets sets of account ids be searched with a plain `&str`.
+impl std::borrow::Borrow<str> for AwsAccountId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,12 +185,5 @@ mod tests {
         for bad in ["us-east", "US-EAST-1", "useast1", "u-east-1", "us--1"] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// Lets sets of account ids be searched with a plain `&str`.
-impl std::borrow::Borrow<str> for AwsAccountId {
-    fn borrow(&self) -> &str {
-        &self.0
     }
 }
