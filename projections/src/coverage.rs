@@ -9,7 +9,8 @@
 //!
 //! The handlers are state-based (recompute the affected accounts from the
 //! detections table, apply only the difference), so re-running an event
-//! changes nothing.
+//! changes nothing. A batch keeps the accounts and organizations it touches
+//! in memory and writes each once at its end (see `Batch`).
 
 use crate::event::StoredEvent;
 use crate::runtime::Subscriber;
@@ -22,7 +23,7 @@ use coverwatch_domain::detection::coverage::{Breakdown, covered, ratio};
 use coverwatch_domain::detection::{DetectionEvent, DetectionScope, DetectionStatus, Techniques};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 pub struct Coverage;
@@ -45,17 +46,18 @@ impl Subscriber for Coverage {
     }
 
     async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut batch = Batch::default();
         for event in events {
             match event.aggregate_type.as_str() {
                 "detection" => {
                     let decoded: DetectionEvent = serde_json::from_value(event.payload.clone())
                         .with_context(|| format!("decoding a detection event at {}", event.position))?;
-                    detection(conn, event, decoded).await?;
+                    detection(conn, &mut batch, event, decoded).await?;
                 }
                 "cloud_accounts" => {
                     let decoded: CloudAccountsEvent = serde_json::from_value(event.payload.clone())
                         .with_context(|| format!("decoding a cloud account event at {}", event.position))?;
-                    connection(conn, event, decoded).await?;
+                    connection(conn, &mut batch, event, decoded).await?;
                 }
                 "cloud_organization" => {
                     let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())
@@ -66,7 +68,7 @@ impl Subscriber for Coverage {
                 _ => {}
             }
         }
-        Ok(())
+        batch.flush(conn).await
     }
 }
 
@@ -98,7 +100,12 @@ impl Sides {
     }
 }
 
-async fn detection(conn: &mut PgConnection, event: &StoredEvent, decoded: DetectionEvent) -> anyhow::Result<()> {
+async fn detection(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    event: &StoredEvent,
+    decoded: DetectionEvent,
+) -> anyhow::Result<()> {
     use DetectionEvent as E;
     let detection_id: Uuid = event.aggregate_id.parse().context("detection id")?;
     let (tenant_id, scopes) = match decoded {
@@ -202,10 +209,10 @@ async fn detection(conn: &mut PgConnection, event: &StoredEvent, decoded: Detect
         inherited: false,
     };
     for scope in &scopes {
-        accounts.extend(accounts_in(conn, tenant_id, scope).await?);
+        accounts.extend(batch.accounts_in(conn, tenant_id, scope).await?);
         sides = sides.and(Sides::of(scope));
     }
-    refresh(conn, event, tenant_id, accounts.into_iter().collect(), sides).await
+    refresh(conn, batch, event, tenant_id, accounts.into_iter().collect(), sides).await
 }
 
 fn scope_columns(scope: &DetectionScope) -> (&'static str, Option<String>, Option<Uuid>, Option<Vec<String>>) {
@@ -225,130 +232,413 @@ fn scope_columns(scope: &DetectionScope) -> (&'static str, Option<String>, Optio
     }
 }
 
-/// The connected accounts a scope reaches.
-async fn accounts_in(conn: &mut PgConnection, tenant_id: Uuid, scope: &DetectionScope) -> anyhow::Result<Vec<String>> {
-    let (account, organization, subset) = match scope {
-        DetectionScope::Account { account_id } => (Some(account_id.as_str().to_owned()), None, None),
-        DetectionScope::Organization {
-            organization_id,
-            accounts,
-        } => (
-            None,
-            Some(*organization_id),
-            accounts
-                .as_ref()
-                .map(|set| set.iter().map(|a| a.as_str().to_owned()).collect::<Vec<_>>()),
-        ),
-    };
-    Ok(sqlx::query_scalar(
-        "SELECT account_id FROM coverage_accounts
-          WHERE tenant_id = $1
-            AND (($2::text IS NOT NULL AND account_id = $2)
-                 OR ($3::uuid IS NOT NULL AND organization_id = $3 AND ($4::text[] IS NULL OR account_id = ANY($4))))",
-    )
-    .bind(tenant_id)
-    .bind(account)
-    .bind(organization)
-    .bind(subset)
-    .fetch_all(&mut *conn)
-    .await?)
+/// One connected account's coverage, as the batch sees it.
+#[derive(Debug, Clone)]
+struct Account {
+    organization_id: Option<Uuid>,
+    own: TechniqueSet,
+    inherited: TechniqueSet,
+    figures: Option<Value>,
+    position: i64,
 }
 
-async fn connection(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAccountsEvent) -> anyhow::Result<()> {
+impl Account {
+    fn covered(&self) -> TechniqueSet {
+        self.own.union(&self.inherited)
+    }
+}
+
+/// An organization's connected-account count, per-technique account counts
+/// (by catalog index) and last snapshot figures.
+#[derive(Debug, Clone)]
+struct Organization {
+    tenant_id: Uuid,
+    accounts: i32,
+    counts: HashMap<usize, i32>,
+    figures: Option<Value>,
+}
+
+/// What one batch changed, kept in memory and written once at its end: a
+/// batch (up to thousands of events while catching up) touches the same
+/// rows again and again, and rewriting them per event inside one
+/// transaction would pile up row versions.
+#[derive(Default)]
+struct Batch {
+    /// (tenant, account) → the account (None: not connected).
+    accounts: HashMap<(Uuid, String), Option<Account>>,
+    changed_accounts: BTreeSet<(Uuid, String)>,
+    organizations: HashMap<Uuid, Option<Organization>>,
+    changed_organizations: BTreeSet<Uuid>,
+    snapshots: Vec<Snapshot>,
+}
+
+struct Snapshot {
+    tenant_id: Uuid,
+    scope: &'static str,
+    scope_id: String,
+    position: i64,
+    taken_at: chrono::DateTime<chrono::Utc>,
+    figures: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    account_id: String,
+    organization_id: Option<Uuid>,
+    own: Vec<u8>,
+    inherited: Vec<u8>,
+    figures: Option<Value>,
+    position: i64,
+}
+
+impl Batch {
+    /// Loads the accounts not yet in the batch.
+    async fn load(&mut self, conn: &mut PgConnection, tenant_id: Uuid, accounts: &[String]) -> anyhow::Result<()> {
+        let missing: Vec<&String> = accounts
+            .iter()
+            .filter(|a| !self.accounts.contains_key(&(tenant_id, (*a).clone())))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<AccountRow> = sqlx::query_as(
+            "SELECT account_id, organization_id, own, inherited, figures, position FROM coverage_accounts
+              WHERE tenant_id = $1 AND account_id = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&missing)
+        .fetch_all(&mut *conn)
+        .await?;
+        for account in missing {
+            self.accounts.insert((tenant_id, account.clone()), None);
+        }
+        for row in rows {
+            let account = Account {
+                organization_id: row.organization_id,
+                own: TechniqueSet::from_bytes(&row.own),
+                inherited: TechniqueSet::from_bytes(&row.inherited),
+                figures: row.figures,
+                position: row.position,
+            };
+            self.accounts.insert((tenant_id, row.account_id), Some(account));
+        }
+        Ok(())
+    }
+
+    fn set_account(&mut self, tenant_id: Uuid, account_id: &str, account: Option<Account>) {
+        let key = (tenant_id, account_id.to_owned());
+        self.changed_accounts.insert(key.clone());
+        self.accounts.insert(key, account);
+    }
+
+    async fn organization(
+        &mut self,
+        conn: &mut PgConnection,
+        organization_id: Uuid,
+    ) -> anyhow::Result<Option<&mut Organization>> {
+        if !self.organizations.contains_key(&organization_id) {
+            let row: Option<(Uuid, i32, Option<Value>)> =
+                sqlx::query_as("SELECT tenant_id, accounts, figures FROM coverage_orgs WHERE organization_id = $1")
+                    .bind(organization_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let loaded = match row {
+                None => None,
+                Some((tenant_id, accounts, figures)) => {
+                    let catalog = attack::latest();
+                    let counts: Vec<(String, i32)> = sqlx::query_as(
+                        "SELECT technique, accounts FROM coverage_org_techniques WHERE organization_id = $1",
+                    )
+                    .bind(organization_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let counts = counts
+                        .into_iter()
+                        .filter_map(|(t, n)| {
+                            let index = TechniqueId::parse(&t).ok().and_then(|t| catalog.index_of(&t))?;
+                            Some((index, n))
+                        })
+                        .collect();
+                    Some(Organization {
+                        tenant_id,
+                        accounts,
+                        counts,
+                        figures,
+                    })
+                }
+            };
+            self.organizations.insert(organization_id, loaded);
+        }
+        self.changed_organizations.insert(organization_id);
+        Ok(self.organizations.get_mut(&organization_id).and_then(Option::as_mut))
+    }
+
+    /// The connected accounts a scope reaches (an account scope names its
+    /// one account; `refresh` skips it unless it is connected).
+    async fn accounts_in(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: Uuid,
+        scope: &DetectionScope,
+    ) -> anyhow::Result<Vec<String>> {
+        let (organization_id, subset) = match scope {
+            DetectionScope::Account { account_id } => return Ok(vec![account_id.as_str().to_owned()]),
+            DetectionScope::Organization {
+                organization_id,
+                accounts,
+            } => (*organization_id, accounts),
+        };
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT account_id FROM coverage_accounts WHERE organization_id = $1 AND tenant_id = $2",
+        )
+        .bind(organization_id)
+        .bind(tenant_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        // What the batch connected or disconnected since overrides the table.
+        let mut reached: BTreeSet<String> = stored.into_iter().collect();
+        for ((tenant, account_id), account) in &self.accounts {
+            if *tenant != tenant_id {
+                continue;
+            }
+            match account {
+                Some(a) if a.organization_id == Some(organization_id) => reached.insert(account_id.clone()),
+                _ => reached.remove(account_id),
+            };
+        }
+        Ok(match subset {
+            None => reached.into_iter().collect(),
+            Some(subset) => reached.into_iter().filter(|a| subset.contains(a.as_str())).collect(),
+        })
+    }
+
+    /// Writes what the batch changed: accounts, organizations, counts and
+    /// the snapshots it took.
+    async fn flush(self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let mut upserts = Updates::default();
+        let mut deletes: (Vec<Uuid>, Vec<String>) = Default::default();
+        for key in &self.changed_accounts {
+            match &self.accounts[key] {
+                None => {
+                    deletes.0.push(key.0);
+                    deletes.1.push(key.1.clone());
+                }
+                Some(account) => {
+                    upserts.tenants.push(key.0);
+                    upserts.accounts.push(key.1.clone());
+                    upserts.organizations.push(account.organization_id);
+                    upserts.own.push(account.own.to_bytes());
+                    upserts.inherited.push(account.inherited.to_bytes());
+                    upserts.covered.push(account.covered().to_bytes());
+                    upserts.figures.push(account.figures.clone());
+                    upserts.positions.push(account.position);
+                }
+            }
+        }
+        if !deletes.0.is_empty() {
+            sqlx::query(
+                "DELETE FROM coverage_accounts c USING unnest($1::uuid[], $2::text[]) AS d(tenant_id, account_id)
+                  WHERE c.tenant_id = d.tenant_id AND c.account_id = d.account_id",
+            )
+            .bind(&deletes.0)
+            .bind(&deletes.1)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !upserts.accounts.is_empty() {
+            sqlx::query(
+                "INSERT INTO coverage_accounts (tenant_id, account_id, organization_id, attack_version, own, inherited,
+                        covered, figures, position)
+                 SELECT u.tenant_id, u.account_id, u.organization_id, $9, u.own, u.inherited, u.covered, u.figures,
+                        u.position
+                   FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bytea[], $5::bytea[], $6::bytea[], $7::jsonb[],
+                               $8::bigint[])
+                        AS u(tenant_id, account_id, organization_id, own, inherited, covered, figures, position)
+                 ON CONFLICT (tenant_id, account_id) DO UPDATE SET organization_id = excluded.organization_id,
+                    own = excluded.own, inherited = excluded.inherited, covered = excluded.covered,
+                    figures = excluded.figures, position = excluded.position",
+            )
+            .bind(&upserts.tenants)
+            .bind(&upserts.accounts)
+            .bind(&upserts.organizations)
+            .bind(&upserts.own)
+            .bind(&upserts.inherited)
+            .bind(&upserts.covered)
+            .bind(&upserts.figures)
+            .bind(&upserts.positions)
+            .bind(&attack::latest().attack_version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let catalog = attack::latest();
+        for organization_id in &self.changed_organizations {
+            let Some(Some(organization)) = self.organizations.get(organization_id) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO coverage_orgs (organization_id, tenant_id, accounts, figures) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (organization_id) DO UPDATE SET accounts = excluded.accounts, figures = excluded.figures",
+            )
+            .bind(organization_id)
+            .bind(organization.tenant_id)
+            .bind(organization.accounts)
+            .bind(&organization.figures)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM coverage_org_techniques WHERE organization_id = $1")
+                .bind(organization_id)
+                .execute(&mut *conn)
+                .await?;
+            let (techniques, counts): (Vec<String>, Vec<i32>) = organization
+                .counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .filter_map(|(i, n)| catalog.id_at(*i).map(|t| (t.to_string(), *n)))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO coverage_org_techniques (organization_id, technique, accounts)
+                 SELECT $1, t, n FROM unnest($2::text[], $3::int[]) AS x(t, n)",
+            )
+            .bind(organization_id)
+            .bind(&techniques)
+            .bind(&counts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.snapshots.is_empty() {
+            let mut columns: SnapshotColumns = Default::default();
+            for snapshot in self.snapshots {
+                columns.tenants.push(snapshot.tenant_id);
+                columns.scopes.push(snapshot.scope);
+                columns.ids.push(snapshot.scope_id);
+                columns.positions.push(snapshot.position);
+                columns.times.push(snapshot.taken_at);
+                columns.figures.push(snapshot.figures);
+            }
+            sqlx::query(
+                "INSERT INTO coverage_snapshots (tenant_id, scope, scope_id, kind, position, taken_at, attack_version,
+                        figures)
+                 SELECT s.tenant_id, s.scope, s.scope_id, 'change', s.position, s.taken_at, $7, s.figures
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[])
+                        AS s(tenant_id, scope, scope_id, position, taken_at, figures)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&columns.tenants)
+            .bind(&columns.scopes)
+            .bind(&columns.ids)
+            .bind(&columns.positions)
+            .bind(&columns.times)
+            .bind(&columns.figures)
+            .bind(&attack::latest().attack_version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Updates {
+    tenants: Vec<Uuid>,
+    accounts: Vec<String>,
+    organizations: Vec<Option<Uuid>>,
+    own: Vec<Vec<u8>>,
+    inherited: Vec<Vec<u8>>,
+    covered: Vec<Vec<u8>>,
+    figures: Vec<Option<Value>>,
+    positions: Vec<i64>,
+}
+
+#[derive(Default)]
+struct SnapshotColumns {
+    tenants: Vec<Uuid>,
+    scopes: Vec<&'static str>,
+    ids: Vec<String>,
+    positions: Vec<i64>,
+    times: Vec<chrono::DateTime<chrono::Utc>>,
+    figures: Vec<Value>,
+}
+
+async fn connection(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    event: &StoredEvent,
+    decoded: CloudAccountsEvent,
+) -> anyhow::Result<()> {
     match decoded {
         CloudAccountsEvent::CloudAccountConnected { tenant_id, account } => {
             let organization_id = match account.source {
                 AccountSource::Standalone => None,
                 AccountSource::Organization(id) => Some(id),
             };
+            let account_id = account.account_id.as_str();
+            batch.load(conn, tenant_id, &[account_id.to_owned()]).await?;
+            let current = batch.accounts[&(tenant_id, account_id.to_owned())].clone();
             // A reconnect from elsewhere (standalone ↔ organization) first
             // leaves what it was part of.
-            leave(conn, event, tenant_id, account.account_id.as_str(), organization_id).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO coverage_accounts (tenant_id, account_id, organization_id, attack_version, own, inherited,
-                        covered, position)
-                 VALUES ($1, $2, $3, $4, '', '', '', $5) ON CONFLICT (tenant_id, account_id) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(account.account_id.as_str())
-            .bind(organization_id)
-            .bind(&attack::latest().attack_version)
-            .bind(event.position)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 1
-                && let Some(organization_id) = organization_id
-            {
-                sqlx::query(
-                    "INSERT INTO coverage_orgs (organization_id, tenant_id, accounts) VALUES ($1, $2, 1)
-                     ON CONFLICT (organization_id) DO UPDATE SET accounts = coverage_orgs.accounts + 1",
-                )
-                .bind(organization_id)
-                .bind(tenant_id)
-                .execute(&mut *conn)
-                .await?;
+            if current.as_ref().is_some_and(|a| a.organization_id != organization_id) {
+                leave(conn, batch, event, tenant_id, account_id).await?;
             }
-            refresh(
-                conn,
-                event,
-                tenant_id,
-                vec![account.account_id.as_str().to_owned()],
-                Sides::BOTH,
-            )
-            .await?;
+            if batch.accounts[&(tenant_id, account_id.to_owned())].is_none() {
+                let fresh = Account {
+                    organization_id,
+                    own: TechniqueSet::default(),
+                    inherited: TechniqueSet::default(),
+                    figures: None,
+                    position: event.position,
+                };
+                batch.set_account(tenant_id, account_id, Some(fresh));
+                if let Some(organization_id) = organization_id {
+                    match batch.organization(conn, organization_id).await? {
+                        Some(organization) => organization.accounts += 1,
+                        None => {
+                            batch.organizations.insert(
+                                organization_id,
+                                Some(Organization {
+                                    tenant_id,
+                                    accounts: 1,
+                                    counts: HashMap::new(),
+                                    figures: None,
+                                }),
+                            );
+                        }
+                    }
+                }
+            }
+            refresh(conn, batch, event, tenant_id, vec![account_id.to_owned()], Sides::BOTH).await?;
             // One more account can lower the minimum even if it adds nothing.
             if let Some(organization_id) = organization_id {
-                org_snapshot(conn, event, organization_id).await?;
+                org_snapshot(conn, batch, event, organization_id).await?;
             }
             Ok(())
         }
         CloudAccountsEvent::CloudAccountDisconnected { tenant_id, account_id } => {
-            leave(conn, event, tenant_id, account_id.as_str(), None).await
+            batch.load(conn, tenant_id, &[account_id.as_str().to_owned()]).await?;
+            leave(conn, batch, event, tenant_id, account_id.as_str()).await
         }
     }
 }
 
-/// Removes a connected account (unless it stays in `staying_in`): its
-/// techniques leave its organization's counts.
+/// Removes a connected account: its techniques leave its organization's counts.
 async fn leave(
     conn: &mut PgConnection,
+    batch: &mut Batch,
     event: &StoredEvent,
     tenant_id: Uuid,
     account_id: &str,
-    staying_in: Option<Uuid>,
 ) -> anyhow::Result<()> {
-    let row: Option<(Option<Uuid>, Vec<u8>)> = sqlx::query_as(
-        "SELECT organization_id, covered FROM coverage_accounts WHERE tenant_id = $1 AND account_id = $2",
-    )
-    .bind(tenant_id)
-    .bind(account_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((organization_id, covered)) = row else {
+    let Some(Some(account)) = batch.accounts.get(&(tenant_id, account_id.to_owned())).cloned() else {
         return Ok(());
     };
-    if organization_id == staying_in && staying_in.is_some() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM coverage_accounts WHERE tenant_id = $1 AND account_id = $2")
-        .bind(tenant_id)
-        .bind(account_id)
-        .execute(&mut *conn)
-        .await?;
-    if let Some(organization_id) = organization_id {
-        sqlx::query("UPDATE coverage_orgs SET accounts = accounts - 1 WHERE organization_id = $1")
-            .bind(organization_id)
-            .execute(&mut *conn)
-            .await?;
-        let catalog = attack::latest();
-        let deltas: BTreeMap<String, i32> = catalog
-            .ids_of(&TechniqueSet::from_bytes(&covered))
-            .into_iter()
-            .map(|t| (t.to_string(), -1))
-            .collect();
-        apply_counts(conn, organization_id, &deltas).await?;
-        org_snapshot(conn, event, organization_id).await?;
+    batch.set_account(tenant_id, account_id, None);
+    if let Some(organization_id) = account.organization_id {
+        if let Some(organization) = batch.organization(conn, organization_id).await? {
+            organization.accounts -= 1;
+            for index in account.covered().iter() {
+                *organization.counts.entry(index).or_default() -= 1;
+            }
+        }
+        org_snapshot(conn, batch, event, organization_id).await?;
     }
     Ok(())
 }
@@ -379,53 +669,34 @@ async fn member(conn: &mut PgConnection, organization_id: Uuid, decoded: CloudOr
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct AccountRow {
-    account_id: String,
-    organization_id: Option<Uuid>,
-    own: Vec<u8>,
-    inherited: Vec<u8>,
-    covered: Vec<u8>,
-    figures: Option<Value>,
-}
-
-/// The changed account rows of one refresh, as columns for one UPDATE.
-#[derive(Default)]
-struct Updates {
-    accounts: Vec<String>,
-    own: Vec<Vec<u8>>,
-    inherited: Vec<Vec<u8>>,
-    covered: Vec<Vec<u8>>,
-    figures: Vec<Value>,
-}
-
 /// What a detection covers, as a set over the newest catalog.
 fn covered_set(techniques: &Techniques) -> TechniqueSet {
     attack::latest().set_of(covered(DetectionStatus::Enabled, techniques))
 }
 
 /// Recomputes the given sides of `accounts` from the enabled detections,
-/// writes the rows whose coverage changed, moves their organizations'
+/// keeps the accounts whose coverage changed, moves their organizations'
 /// counts by the difference and snapshots every figure that changed.
 async fn refresh(
     conn: &mut PgConnection,
+    batch: &mut Batch,
     event: &StoredEvent,
     tenant_id: Uuid,
     accounts: Vec<String>,
     sides: Sides,
 ) -> anyhow::Result<()> {
+    batch.load(conn, tenant_id, &accounts).await?;
+    let accounts: Vec<(String, Account)> = accounts
+        .into_iter()
+        .filter_map(|a| {
+            let account = batch.accounts.get(&(tenant_id, a.clone())).cloned().flatten()?;
+            Some((a, account))
+        })
+        .collect();
     if accounts.is_empty() {
         return Ok(());
     }
-    let catalog = attack::latest();
-    let rows: Vec<AccountRow> = sqlx::query_as(
-        "SELECT account_id, organization_id, own, inherited, covered, figures FROM coverage_accounts
-          WHERE tenant_id = $1 AND account_id = ANY($2)",
-    )
-    .bind(tenant_id)
-    .bind(&accounts)
-    .fetch_all(&mut *conn)
-    .await?;
+    let ids: Vec<&str> = accounts.iter().map(|(a, _)| a.as_str()).collect();
     let mut own_by_account: HashMap<String, TechniqueSet> = HashMap::new();
     if sides.own {
         let detections: Vec<(String, sqlx::types::Json<Techniques>)> = sqlx::query_as(
@@ -433,7 +704,7 @@ async fn refresh(
               WHERE tenant_id = $1 AND scope_type = 'account' AND status = 'enabled' AND account_id = ANY($2)",
         )
         .bind(tenant_id)
-        .bind(&accounts)
+        .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
         for (account_id, techniques) in &detections {
@@ -447,9 +718,9 @@ async fn refresh(
     let mut for_all: HashMap<Uuid, TechniqueSet> = HashMap::new();
     let mut for_some: HashMap<(Uuid, String), TechniqueSet> = HashMap::new();
     if sides.inherited {
-        let organizations: Vec<Uuid> = rows
+        let organizations: Vec<Uuid> = accounts
             .iter()
-            .filter_map(|r| r.organization_id)
+            .filter_map(|(_, a)| a.organization_id)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -467,8 +738,8 @@ async fn refresh(
                     let all = for_all.entry(organization_id).or_default();
                     *all = all.union(&set);
                 }
-                Some(accounts) => {
-                    for account in accounts {
+                Some(listed) => {
+                    for account in listed {
                         let some = for_some.entry((organization_id, account)).or_default();
                         *some = some.union(&set);
                     }
@@ -476,78 +747,64 @@ async fn refresh(
             }
         }
     }
-    let denominator = catalog.denominator_set(&PlatformSet::cloud());
-    let mut updates = Updates::default();
-    let mut snapshots = vec![];
-    let mut deltas: BTreeMap<Uuid, BTreeMap<String, i32>> = BTreeMap::new();
-    for row in rows {
-        let (stored_own, stored_inherited) = (
-            TechniqueSet::from_bytes(&row.own),
-            TechniqueSet::from_bytes(&row.inherited),
-        );
+    let denominator = attack::latest().denominator_set(&PlatformSet::cloud());
+    let mut touched = BTreeSet::new();
+    for (account_id, stored) in accounts {
         let own = if sides.own {
-            own_by_account.remove(&row.account_id).unwrap_or_default()
+            own_by_account.remove(&account_id).unwrap_or_default()
         } else {
-            stored_own
+            stored.own
         };
-        let inherited = match (sides.inherited, row.organization_id) {
-            (false, _) => stored_inherited,
+        let inherited = match (sides.inherited, stored.organization_id) {
+            (false, _) => stored.inherited,
             (true, None) => TechniqueSet::default(),
             (true, Some(organization_id)) => {
                 let all = for_all.get(&organization_id).copied().unwrap_or_default();
                 let some = for_some
-                    .get(&(organization_id, row.account_id.clone()))
+                    .get(&(organization_id, account_id.clone()))
                     .copied()
                     .unwrap_or_default();
                 all.union(&some)
             }
         };
-        if own == stored_own && inherited == stored_inherited && row.figures.is_some() {
+        if own == stored.own && inherited == stored.inherited && stored.figures.is_some() {
             continue;
         }
-        let before = TechniqueSet::from_bytes(&row.covered);
-        let after = own.union(&inherited);
-        if let Some(organization_id) = row.organization_id {
-            let counts = deltas.entry(organization_id).or_default();
-            for gone in catalog.ids_of(&before.difference(&after)) {
-                *counts.entry(gone.to_string()).or_default() -= 1;
+        let (before, after) = (stored.covered(), own.union(&inherited));
+        if let Some(organization_id) = stored.organization_id
+            && before != after
+            && let Some(organization) = batch.organization(conn, organization_id).await?
+        {
+            for gone in before.difference(&after).iter() {
+                *organization.counts.entry(gone).or_default() -= 1;
             }
-            for new in catalog.ids_of(&after.difference(&before)) {
-                *counts.entry(new.to_string()).or_default() += 1;
+            for new in after.difference(&before).iter() {
+                *organization.counts.entry(new).or_default() += 1;
             }
+            touched.insert(organization_id);
         }
         let figures = account_figures(&Breakdown::of(&own, &inherited, &denominator));
-        if row.figures.as_ref() != Some(&figures) {
-            snapshots.push(("account", row.account_id.clone(), figures.clone()));
+        if stored.figures.as_ref() != Some(&figures) {
+            batch.snapshots.push(Snapshot {
+                tenant_id,
+                scope: "account",
+                scope_id: account_id.clone(),
+                position: event.position,
+                taken_at: event.recorded_at,
+                figures: figures.clone(),
+            });
         }
-        updates.accounts.push(row.account_id);
-        updates.own.push(own.to_bytes());
-        updates.inherited.push(inherited.to_bytes());
-        updates.covered.push(after.to_bytes());
-        updates.figures.push(figures);
+        let updated = Account {
+            organization_id: stored.organization_id,
+            own,
+            inherited,
+            figures: Some(figures),
+            position: event.position,
+        };
+        batch.set_account(tenant_id, &account_id, Some(updated));
     }
-    if !updates.accounts.is_empty() {
-        sqlx::query(
-            "UPDATE coverage_accounts c
-                SET own = u.own, inherited = u.inherited, covered = u.covered, figures = u.figures, position = $7
-               FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::jsonb[])
-                    AS u(account_id, own, inherited, covered, figures)
-              WHERE c.tenant_id = $1 AND c.account_id = u.account_id",
-        )
-        .bind(tenant_id)
-        .bind(&updates.accounts)
-        .bind(&updates.own)
-        .bind(&updates.inherited)
-        .bind(&updates.covered)
-        .bind(&updates.figures)
-        .bind(event.position)
-        .execute(&mut *conn)
-        .await?;
-    }
-    insert_snapshots(conn, event, tenant_id, snapshots).await?;
-    for (organization_id, counts) in deltas {
-        apply_counts(conn, organization_id, &counts).await?;
-        org_snapshot(conn, event, organization_id).await?;
+    for organization_id in touched {
+        org_snapshot(conn, batch, event, organization_id).await?;
     }
     Ok(())
 }
@@ -563,110 +820,40 @@ fn account_figures(breakdown: &Breakdown) -> Value {
     })
 }
 
-async fn apply_counts(
-    conn: &mut PgConnection,
-    organization_id: Uuid,
-    deltas: &BTreeMap<String, i32>,
-) -> anyhow::Result<()> {
-    let (techniques, changes): (Vec<&str>, Vec<i32>) = deltas
-        .iter()
-        .filter(|(_, d)| **d != 0)
-        .map(|(t, d)| (t.as_str(), *d))
-        .unzip();
-    if techniques.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO coverage_org_techniques (organization_id, technique, accounts)
-         SELECT $1, t, d FROM unnest($2::text[], $3::int[]) AS x(t, d)
-         ON CONFLICT (organization_id, technique) DO UPDATE
-            SET accounts = coverage_org_techniques.accounts + excluded.accounts",
-    )
-    .bind(organization_id)
-    .bind(&techniques)
-    .bind(&changes)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM coverage_org_techniques WHERE organization_id = $1 AND accounts <= 0")
-        .bind(organization_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// The organization's union and minimum over its connected accounts, from
 /// the counts; a snapshot when they changed.
-async fn org_snapshot(conn: &mut PgConnection, event: &StoredEvent, organization_id: Uuid) -> anyhow::Result<()> {
-    let org: Option<(Uuid, i32, Option<Value>)> =
-        sqlx::query_as("SELECT tenant_id, accounts, figures FROM coverage_orgs WHERE organization_id = $1")
-            .bind(organization_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((tenant_id, accounts, previous)) = org else {
+async fn org_snapshot(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    event: &StoredEvent,
+    organization_id: Uuid,
+) -> anyhow::Result<()> {
+    let denominator = attack::latest().denominator_set(&PlatformSet::cloud());
+    let Some(organization) = batch.organization(conn, organization_id).await? else {
         return Ok(());
     };
-    let counts: Vec<(String, i32)> =
-        sqlx::query_as("SELECT technique, accounts FROM coverage_org_techniques WHERE organization_id = $1")
-            .bind(organization_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let catalog = attack::latest();
-    let denominator = catalog.denominator_set(&PlatformSet::cloud());
-    let within = counts.iter().filter(|(t, _)| {
-        TechniqueId::parse(t)
-            .ok()
-            .and_then(|t| catalog.index_of(&t))
-            .is_some_and(|i| denominator.contains(i))
-    });
-    let union = within.clone().filter(|(_, n)| *n > 0).count();
-    let minimum = within.filter(|(_, n)| accounts > 0 && *n >= accounts).count();
+    let within = organization.counts.iter().filter(|(i, _)| denominator.contains(**i));
+    let union = within.clone().filter(|(_, n)| **n > 0).count();
+    let accounts = organization.accounts;
+    let minimum = within.filter(|(_, n)| accounts > 0 && **n >= accounts).count();
     let figures = json!({
         "accounts": accounts,
         "denominator": denominator.len(),
         "union": {"covered": union, "total_coverage": ratio(union, denominator.len())},
         "minimum": {"covered": minimum, "total_coverage": ratio(minimum, denominator.len())},
     });
-    if previous.as_ref() == Some(&figures) {
+    if organization.figures.as_ref() == Some(&figures) {
         return Ok(());
     }
-    sqlx::query("UPDATE coverage_orgs SET figures = $2 WHERE organization_id = $1")
-        .bind(organization_id)
-        .bind(&figures)
-        .execute(&mut *conn)
-        .await?;
-    let snapshot = ("organization", organization_id.to_string(), figures);
-    insert_snapshots(conn, event, tenant_id, vec![snapshot]).await
-}
-
-async fn insert_snapshots(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-    tenant_id: Uuid,
-    snapshots: Vec<(&str, String, Value)>,
-) -> anyhow::Result<()> {
-    if snapshots.is_empty() {
-        return Ok(());
-    }
-    let mut columns: (Vec<&str>, Vec<String>, Vec<Value>) = Default::default();
-    for (scope, scope_id, figures) in snapshots {
-        columns.0.push(scope);
-        columns.1.push(scope_id);
-        columns.2.push(figures);
-    }
-    sqlx::query(
-        "INSERT INTO coverage_snapshots (tenant_id, scope, scope_id, kind, position, taken_at, attack_version, figures)
-         SELECT $1, s.scope, s.scope_id, 'change', $5, $6, $7, s.figures
-           FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS s(scope, scope_id, figures)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant_id)
-    .bind(&columns.0)
-    .bind(&columns.1)
-    .bind(&columns.2)
-    .bind(event.position)
-    .bind(event.recorded_at)
-    .bind(&attack::latest().attack_version)
-    .execute(&mut *conn)
-    .await?;
+    organization.figures = Some(figures.clone());
+    let tenant_id = organization.tenant_id;
+    batch.snapshots.push(Snapshot {
+        tenant_id,
+        scope: "organization",
+        scope_id: organization_id.to_string(),
+        position: event.position,
+        taken_at: event.recorded_at,
+        figures,
+    });
     Ok(())
 }
