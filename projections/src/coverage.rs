@@ -336,7 +336,7 @@ impl Batch {
         conn: &mut PgConnection,
         organization_id: Uuid,
     ) -> anyhow::Result<Option<&mut Organization>> {
-        if !self.organizations.contains_key(&organization_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.organizations.entry(organization_id) {
             let row: Option<(Uuid, i32, Option<Value>)> =
                 sqlx::query_as("SELECT tenant_id, accounts, figures FROM coverage_orgs WHERE organization_id = $1")
                     .bind(organization_id)
@@ -367,7 +367,7 @@ impl Batch {
                     })
                 }
             };
-            self.organizations.insert(organization_id, loaded);
+            slot.insert(loaded);
         }
         self.changed_organizations.insert(organization_id);
         Ok(self.organizations.get_mut(&organization_id).and_then(Option::as_mut))
