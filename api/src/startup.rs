@@ -6,8 +6,8 @@ use crate::error::ApiError;
 use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::routes::{
-    admin, admin_billing, api_keys, audit, auditors, billing, cloud, coverage, detections, health, invitations,
-    members, metrics, tenants,
+    admin, admin_billing, api_keys, audit, auditors, billing, cloud_accounts, cloud_organizations, coverage,
+    detections, health, invitations, members, metrics, tenants,
 };
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -335,17 +335,20 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(billing::list_invoices))
         .routes(routes!(billing::usage))
         .routes(routes!(billing::stripe_webhook))
-        .routes(routes!(cloud::connect_account, cloud::list_accounts))
-        .routes(routes!(cloud::disconnect_account))
-        .routes(routes!(cloud::register_organization, cloud::list_organizations))
-        .routes(routes!(cloud::get_organization))
-        .routes(routes!(cloud::role_template))
-        .routes(routes!(cloud::discover))
-        .routes(routes!(cloud::discovery_run))
-        .routes(routes!(cloud::members))
-        .routes(routes!(cloud::hierarchy))
-        .routes(routes!(cloud::connect_members))
-        .routes(routes!(cloud::disconnect_member))
+        .routes(routes!(cloud_accounts::connect_account, cloud_accounts::list_accounts))
+        .routes(routes!(cloud_accounts::disconnect_account))
+        .routes(routes!(
+            cloud_organizations::register_organization,
+            cloud_organizations::list_organizations
+        ))
+        .routes(routes!(cloud_organizations::get_organization))
+        .routes(routes!(cloud_organizations::role_template))
+        .routes(routes!(cloud_organizations::discover))
+        .routes(routes!(cloud_organizations::discovery_run))
+        .routes(routes!(cloud_organizations::members))
+        .routes(routes!(cloud_organizations::hierarchy))
+        .routes(routes!(cloud_organizations::connect_members))
+        .routes(routes!(cloud_organizations::disconnect_member))
         .routes(routes!(detections::register, detections::list))
         .routes(routes!(detections::get, detections::change, detections::retire))
         .routes(routes!(detections::disable))
