@@ -173,6 +173,53 @@ pub fn summarize(event_type: &str, body: &Value) -> String {
             body.get("used").and_then(Value::as_u64).unwrap_or(0),
             body.get("limit").and_then(Value::as_u64).unwrap_or(0)
         ),
+        "CloudOrganizationRegistered" => format!(
+            "organization {} ({}) registered, role {}",
+            text("external_org_id"),
+            text("name"),
+            text("role_arn")
+        ),
+        "DiscoveryCompleted" => format!(
+            "discovery {}: {} OUs, {} accounts, {} errors",
+            text("status"),
+            body.get("ous").and_then(Value::as_u64).unwrap_or(0),
+            body.get("accounts").and_then(Value::as_u64).unwrap_or(0),
+            body.get("errors").and_then(Value::as_array).map_or(0, Vec::len)
+        ),
+        "OrganizationStatusChanged" => format!("organization status {} → {}", text("from"), text("to")),
+        "OrganizationSourceFound" | "OrganizationSourceChanged" | "OrganizationSourceRemoved" => format!(
+            "{} source {}",
+            body.pointer("/source/detail/kind")
+                .or_else(|| body.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            body.pointer("/source/id")
+                .or_else(|| body.get("id"))
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        ),
+        "MemberConnectionFailed" => format!(
+            "member {} could not be connected: {}",
+            text("account_id"),
+            text("reason")
+        ),
+        "DetectionRegistered" => format!(
+            "detection {} registered ({}, {} techniques, {} scope)",
+            text("name"),
+            text("source"),
+            body.get("techniques").and_then(Value::as_object).map_or(0, |t| t.len()),
+            body.pointer("/scope/type").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "DetectionUpdated" => format!(
+            "detection {} now has {} techniques",
+            text("name"),
+            body.get("techniques").and_then(Value::as_object).map_or(0, |t| t.len())
+        ),
+        "DetectionScopeChanged" => format!(
+            "detection scope {} → {}",
+            body.pointer("/from/type").and_then(Value::as_str).unwrap_or("?"),
+            body.pointer("/to/type").and_then(Value::as_str).unwrap_or("?")
+        ),
         other => other.to_owned(),
     }
 }

@@ -614,6 +614,14 @@ async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
     )
     .await;
     let path = format!("{t}/detections/{}", created["detection_id"].as_str().unwrap());
+    let summary: String = sqlx::query_scalar("SELECT summary FROM audit_log WHERE action = 'DetectionRegistered'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        "detection Console login without MFA registered (custom, 1 techniques, account scope)"
+    );
     let changed = expect_status(
         app.patch(
             &path,
