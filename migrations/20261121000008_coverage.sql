@@ -26,11 +26,15 @@ CREATE INDEX detections_tenant_idx ON detections (tenant_id, registered_at, dete
 CREATE INDEX detections_account_idx ON detections (tenant_id, account_id) WHERE scope_type = 'account';
 CREATE INDEX detections_org_idx ON detections (organization_id) WHERE scope_type = 'organization';
 
--- Where each organization member sits (copied from discovery events).
+-- Where each organization member sits (copied from discovery events), and
+-- whether its last connection attempt failed.
 CREATE TABLE coverage_members (
-    organization_id uuid NOT NULL,
-    account_id      text NOT NULL,
-    path            text NOT NULL,
+    organization_id uuid    NOT NULL,
+    account_id      text    NOT NULL,
+    path            text    NOT NULL,
+    -- its last connection attempt failed: the organization's sources could
+    -- not be confirmed for it, so their derived detections do not apply
+    in_error        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (organization_id, account_id)
 );
 

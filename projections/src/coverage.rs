@@ -63,7 +63,7 @@ impl Subscriber for Coverage {
                     let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())
                         .with_context(|| format!("decoding a cloud organization event at {}", event.position))?;
                     let organization_id: Uuid = event.aggregate_id.parse().context("organization id")?;
-                    member(conn, organization_id, decoded).await?;
+                    member(conn, &mut batch, event, organization_id, decoded).await?;
                 }
                 _ => {}
             }
@@ -236,6 +236,8 @@ fn scope_columns(scope: &DetectionScope) -> (&'static str, Option<String>, Optio
 #[derive(Debug, Clone)]
 struct Account {
     organization_id: Option<Uuid>,
+    /// Its organization membership is in error (see `member`).
+    in_error: bool,
     own: TechniqueSet,
     inherited: TechniqueSet,
     figures: Option<Value>,
@@ -285,6 +287,7 @@ struct Snapshot {
 struct AccountRow {
     account_id: String,
     organization_id: Option<Uuid>,
+    in_error: Option<bool>,
     own: Vec<u8>,
     inherited: Vec<u8>,
     figures: Option<Value>,
@@ -302,8 +305,10 @@ impl Batch {
             return Ok(());
         }
         let rows: Vec<AccountRow> = sqlx::query_as(
-            "SELECT account_id, organization_id, own, inherited, figures, position FROM coverage_accounts
-              WHERE tenant_id = $1 AND account_id = ANY($2)",
+            "SELECT c.account_id, c.organization_id, m.in_error, c.own, c.inherited, c.figures, c.position
+               FROM coverage_accounts c
+               LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
+              WHERE c.tenant_id = $1 AND c.account_id = ANY($2)",
         )
         .bind(tenant_id)
         .bind(&missing)
@@ -315,6 +320,7 @@ impl Batch {
         for row in rows {
             let account = Account {
                 organization_id: row.organization_id,
+                in_error: row.in_error.unwrap_or(false),
                 own: TechniqueSet::from_bytes(&row.own),
                 inherited: TechniqueSet::from_bytes(&row.inherited),
                 figures: row.figures,
@@ -580,8 +586,21 @@ async fn connection(
                 leave(conn, batch, event, tenant_id, account_id).await?;
             }
             if batch.accounts[&(tenant_id, account_id.to_owned())].is_none() {
+                let in_error: Option<bool> = match organization_id {
+                    None => None,
+                    Some(organization_id) => {
+                        sqlx::query_scalar(
+                            "SELECT in_error FROM coverage_members WHERE organization_id = $1 AND account_id = $2",
+                        )
+                        .bind(organization_id)
+                        .bind(account_id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    }
+                };
                 let fresh = Account {
                     organization_id,
+                    in_error: in_error.unwrap_or(false),
                     own: TechniqueSet::default(),
                     inherited: TechniqueSet::default(),
                     figures: None,
@@ -643,9 +662,49 @@ async fn leave(
     Ok(())
 }
 
-async fn member(conn: &mut PgConnection, organization_id: Uuid, decoded: CloudOrganizationEvent) -> anyhow::Result<()> {
+async fn member(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    event: &StoredEvent,
+    organization_id: Uuid,
+    decoded: CloudOrganizationEvent,
+) -> anyhow::Result<()> {
     use CloudOrganizationEvent as E;
+    let failed = matches!(&decoded, E::MemberConnectionFailed { .. });
     match decoded {
+        // A member whose connection failed: the organization's sources could
+        // not be confirmed for it, so their derived detections stop applying
+        // until it connects again (or is deselected).
+        E::MemberConnectionFailed { account_id, .. }
+        | E::MemberConnected { account_id }
+        | E::MemberDisconnected { account_id } => {
+            let in_error = failed;
+            // Load the account as it was before the flag changes.
+            if let Some(tenant_id) = event.tenant_id {
+                batch.load(conn, tenant_id, std::slice::from_ref(&account_id)).await?;
+            }
+            sqlx::query("UPDATE coverage_members SET in_error = $3 WHERE organization_id = $1 AND account_id = $2")
+                .bind(organization_id)
+                .bind(&account_id)
+                .bind(in_error)
+                .execute(&mut *conn)
+                .await?;
+            let Some(tenant_id) = event.tenant_id else {
+                return Ok(());
+            };
+            let key = (tenant_id, account_id.clone());
+            if let Some(Some(account)) = batch.accounts.get(&key).cloned()
+                && account.organization_id == Some(organization_id)
+                && account.in_error != in_error
+            {
+                batch.set_account(tenant_id, &account_id, Some(Account { in_error, ..account }));
+                let inherited = Sides {
+                    own: false,
+                    inherited: true,
+                };
+                refresh(conn, batch, event, tenant_id, vec![account_id], inherited).await?;
+            }
+        }
         E::MemberAccountFound { account } | E::MemberAccountMoved { account, .. } => {
             sqlx::query(
                 "INSERT INTO coverage_members (organization_id, account_id, path) VALUES ($1, $2, $3)
@@ -716,6 +775,8 @@ async fn refresh(
     // `coverage::applies`, grouped so each detection is read once): those for
     // every account apply alike; those for a subset, to the accounts listed.
     let mut for_all: HashMap<Uuid, TechniqueSet> = HashMap::new();
+    // Derived from organization sources: not for accounts in error.
+    let mut derived: HashMap<Uuid, TechniqueSet> = HashMap::new();
     let mut for_some: HashMap<(Uuid, String), TechniqueSet> = HashMap::new();
     if sides.inherited {
         let organizations: Vec<Uuid> = accounts
@@ -724,16 +785,20 @@ async fn refresh(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let found: Vec<(Uuid, Option<Vec<String>>, sqlx::types::Json<Techniques>)> = sqlx::query_as(
-            "SELECT organization_id, subset, techniques FROM detections
+        let found: Vec<(Uuid, Option<Vec<String>>, bool, sqlx::types::Json<Techniques>)> = sqlx::query_as(
+            "SELECT organization_id, subset, derived_source_id IS NOT NULL, techniques FROM detections
               WHERE scope_type = 'organization' AND status = 'enabled' AND organization_id = ANY($1)",
         )
         .bind(&organizations)
         .fetch_all(&mut *conn)
         .await?;
-        for (organization_id, subset, techniques) in found {
+        for (organization_id, subset, is_derived, techniques) in found {
             let set = covered_set(&techniques);
             match subset {
+                None if is_derived => {
+                    let all = derived.entry(organization_id).or_default();
+                    *all = all.union(&set);
+                }
                 None => {
                     let all = for_all.entry(organization_id).or_default();
                     *all = all.union(&set);
@@ -759,7 +824,10 @@ async fn refresh(
             (false, _) => stored.inherited,
             (true, None) => TechniqueSet::default(),
             (true, Some(organization_id)) => {
-                let all = for_all.get(&organization_id).copied().unwrap_or_default();
+                let mut all = for_all.get(&organization_id).copied().unwrap_or_default();
+                if !stored.in_error {
+                    all = all.union(&derived.get(&organization_id).copied().unwrap_or_default());
+                }
                 let some = for_some
                     .get(&(organization_id, account_id.clone()))
                     .copied()
@@ -796,6 +864,7 @@ async fn refresh(
         }
         let updated = Account {
             organization_id: stored.organization_id,
+            in_error: stored.in_error,
             own,
             inherited,
             figures: Some(figures),

@@ -7,7 +7,7 @@
 //! incremental one. Expected sets are computed here from the shipped CTID
 //! mappings and catalog, independently of the projection.
 
-use crate::discovery::{Moto, discover, registered_on, rich_organization};
+use crate::discovery::{FaultProxy, Moto, discover, registered_on, rich_organization};
 use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app_with};
 use coverwatch_domain::attack::{self, PlatformSet, TechniqueId, ctid_mappings};
 use coverwatch_domain::clock::{Clock, ManualClock, SystemClock};
@@ -662,4 +662,79 @@ async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
     )
     .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_member_in_error_loses_what_the_organization_sources_give_but_keeps_registered_detections() {
+    let moto = Moto::start().await;
+    let built = rich_organization(&moto).await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let (app, tenant, base) = registered_on(&proxy.url, built["org_id"].as_str().unwrap(), Arc::new(SystemClock)).await;
+    app.set_overrides(&tenant, json!({"org_features": true, "max_accounts": 10}))
+        .await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+    let t = format!("/v1/tenants/{}", tenant.id);
+    wait_for(&app, &tenant, &format!("{t}/detections"), |b| {
+        b["items"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let web = built["accounts"]["web-1"].as_str().unwrap().to_owned();
+    connect(&app, &tenant, &base, json!({"account_ids": [web]})).await;
+    // A detection the tenant registered for the whole organization.
+    expect_status(
+        app.post(
+            &format!("{t}/detections"),
+            &tenant.key,
+            json!({"name": "Exfiltration to other accounts", "source": "eventbridge_rule",
+                   "techniques": [{"id": "T1537", "confidence": 0.8}],
+                   "scope": {"type": "organization", "organization_id": org, "accounts": "all"}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let sources: Set = ctid("amazon_guardduty").union(&ctid("aws_config")).cloned().collect();
+    let coverage_path = format!("{t}/coverage/accounts/{web}");
+    let before = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(strings(&before["org_techniques"]), &sources | &set(&["T1537"]));
+
+    // Its role can no longer be assumed: a new connection attempt fails and
+    // the sources' detections stop applying to it; the registered one stays.
+    let role = format!("arn:aws:iam::{web}:role/CoverwatchAudit");
+    proxy.faults(json!({"deny_roles": [role]})).await;
+    let failed = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"account_ids": [web]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(failed["results"][0]["status"], "error");
+    let during = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(strings(&during["org_techniques"]), set(&["T1537"]));
+
+    // Reachable again: connecting it restores them.
+    proxy.faults(json!({})).await;
+    let again = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"account_ids": [web]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["results"][0]["status"], "already_connected");
+    let after = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(strings(&after["org_techniques"]), &sources | &set(&["T1537"]));
+    app.caught_up(Some("coverage"), Duration::from_secs(20)).await;
+    let differences = coverwatch_replay::rebuild::compare(&app.pool, read_models(), 3)
+        .await
+        .unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
 }

@@ -65,13 +65,13 @@ impl Moto {
 
 /// The only stand-in: a proxy in front of moto that throttles, denies a
 /// subtree or a source, and refuses member roles (moto's STS accepts any).
-struct FaultProxy {
-    url: String,
+pub(crate) struct FaultProxy {
+    pub(crate) url: String,
     _child: tokio::process::Child,
 }
 
 impl FaultProxy {
-    async fn start(upstream: &str) -> FaultProxy {
+    pub(crate) async fn start(upstream: &str) -> FaultProxy {
         let script = workspace_root().join("tests/tools/aws_fault_proxy.py");
         let args = |port: &str| {
             vec![
@@ -86,7 +86,7 @@ impl FaultProxy {
         FaultProxy { url, _child: child }
     }
 
-    async fn faults(&self, rules: Value) {
+    pub(crate) async fn faults(&self, rules: Value) {
         let response = reqwest::Client::new()
             .post(format!("{}/_faults", self.url))
             .json(&rules)
