@@ -728,6 +728,10 @@ async fn member(
     Ok(())
 }
 
+/// An enabled organization detection: its organization, subset (None: all
+/// accounts), whether it is derived from an organization source, techniques.
+type OrganizationDetection = (Uuid, Option<Vec<String>>, bool, sqlx::types::Json<Techniques>);
+
 /// What a detection covers, as a set over the newest catalog.
 fn covered_set(techniques: &Techniques) -> TechniqueSet {
     attack::latest().set_of(covered(DetectionStatus::Enabled, techniques))
@@ -785,7 +789,7 @@ async fn refresh(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let found: Vec<(Uuid, Option<Vec<String>>, bool, sqlx::types::Json<Techniques>)> = sqlx::query_as(
+        let found: Vec<OrganizationDetection> = sqlx::query_as(
             "SELECT organization_id, subset, derived_source_id IS NOT NULL, techniques FROM detections
               WHERE scope_type = 'organization' AND status = 'enabled' AND organization_id = ANY($1)",
         )
