@@ -702,33 +702,23 @@ async fn a_member_in_error_loses_what_the_organization_sources_give_but_keeps_re
     // Its role can no longer be assumed: a new connection attempt fails and
     // the sources' detections stop applying to it; the registered one stays.
     let role = format!("arn:aws:iam::{web}:role/CoverwatchAudit");
-    proxy.faults(json!({"deny_roles": [role]})).await;
-    let failed = expect_status(
-        app.post(
-            &format!("{base}/members/connect"),
-            &tenant.key,
-            json!({"account_ids": [web]}),
+    let reconnect = || async {
+        let body = json!({"account_ids": [web]});
+        expect_status(
+            app.post(&format!("{base}/members/connect"), &tenant.key, body).await,
+            StatusCode::OK,
         )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+        .await
+    };
+    proxy.faults(json!({"deny_roles": [role]})).await;
+    let failed = reconnect().await;
     assert_eq!(failed["results"][0]["status"], "error");
     let during = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
     assert_eq!(strings(&during["org_techniques"]), set(&["T1537"]));
 
     // Reachable again: connecting it restores them.
     proxy.faults(json!({})).await;
-    let again = expect_status(
-        app.post(
-            &format!("{base}/members/connect"),
-            &tenant.key,
-            json!({"account_ids": [web]}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let again = reconnect().await;
     assert_eq!(again["results"][0]["status"], "already_connected");
     let after = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
     assert_eq!(strings(&after["org_techniques"]), &sources | &set(&["T1537"]));

@@ -8,10 +8,9 @@
 //! projection's handler alone), and p50/p99 of the organization coverage
 //! query over HTTP.
 
-use super::fresh_database;
+use super::{fresh_database, serve};
 use crate::local_pg::LocalPostgres;
 use crate::settings::Settings;
-use crate::startup::Application;
 use anyhow::Context;
 use coverwatch_commands::{CloudAccountsCommands, CloudOrganizationCommands, CommandMetadata, DetectionCommands};
 use coverwatch_domain::attack::{self, Confidence, PlatformSet, TechniqueId};
@@ -72,15 +71,7 @@ pub async fn run(settings: Settings, accounts: usize, detections: usize, queries
     app_settings.rate_limits = false;
     app_settings.database_url = Some(url);
     app_settings.database_pool_size = 24;
-    let app = Application::build_with(
-        app_settings,
-        pool.clone(),
-        Arc::new(coverwatch_domain::clock::SystemClock),
-    )
-    .await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = app.shutdown_handle();
-    let server = tokio::spawn(app.run_until_stopped());
+    let (base, stop, server) = serve(app_settings, &pool).await?;
     let http = reqwest::Client::new();
     let signup: Value = http
         .post(format!("{base}/v1/tenants"))

@@ -28,7 +28,11 @@ use std::time::{Duration, Instant};
 const DATABASE: &str = "coverwatch_bench";
 
 /// A new, migrated database `name` on the local cluster (dropped first).
-async fn fresh_database(local: &LocalPostgres, name: &str, pool_size: u32) -> anyhow::Result<(PgPool, SecretString)> {
+pub(super) async fn fresh_database(
+    local: &LocalPostgres,
+    name: &str,
+    pool_size: u32,
+) -> anyhow::Result<(PgPool, SecretString)> {
     local.ensure_running().await?;
     let admin = PgPool::connect(&local.url("postgres")).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -42,6 +46,20 @@ async fn fresh_database(local: &LocalPostgres, name: &str, pool_size: u32) -> an
     Ok((pool, url))
 }
 
+type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// The real server on `pool`, on a free port: its base URL, its stop
+/// switch and its task.
+async fn serve(
+    settings: Settings,
+    pool: &PgPool,
+) -> anyhow::Result<(String, tokio::sync::watch::Sender<bool>, Server)> {
+    let app = Application::build_with(settings, pool.clone(), Arc::new(coverwatch_domain::clock::SystemClock)).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_handle();
+    Ok((base, stop, tokio::spawn(app.run_until_stopped())))
+}
+
 pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_events: i64) -> anyhow::Result<()> {
     let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
     let (pool, url) = fresh_database(&local, DATABASE, clients as u32 + 8).await?;
@@ -53,15 +71,7 @@ pub async fn run(settings: Settings, clients: usize, seconds: u64, catch_up_even
     app_settings.rate_limits = false;
     app_settings.database_url = Some(url.clone());
     app_settings.database_pool_size = clients as u32 + 8;
-    let app = Application::build_with(
-        app_settings,
-        pool.clone(),
-        Arc::new(coverwatch_domain::clock::SystemClock),
-    )
-    .await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = app.shutdown_handle();
-    let server = tokio::spawn(app.run_until_stopped());
+    let (base, stop, server) = serve(app_settings, &pool).await?;
 
     let http = reqwest::Client::new();
     let mut tenants = vec![];
