@@ -5,7 +5,7 @@
 use crate::state::AppState;
 use coverwatch_commands::CommandMetadata;
 use coverwatch_commands::aws::DiscoveryProgress;
-use coverwatch_domain::cloud::CloudOrganizationCommand;
+use coverwatch_domain::cloud::{CloudOrganizationCommand, OrganizationStatus};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,8 +38,7 @@ pub async fn run(state: AppState, target: Target, run_id: Uuid, metadata: Comman
         .discover(&clients, &target.external_org_id, progress.clone())
         .await;
     reporter.abort();
-    let hierarchy_empty = run.found.hierarchy.ous.is_empty() && run.found.hierarchy.accounts.is_empty();
-    let complete = run.errors.is_empty();
+    let outcome = run.found.outcome(&run.errors);
     tracing::info!(%run_id, calls = ?run.calls, errors = run.errors.len(), "discovery read the organization");
     let command = CloudOrganizationCommand::RecordDiscovery {
         run_id,
@@ -53,10 +52,10 @@ pub async fn run(state: AppState, target: Target, run_id: Uuid, metadata: Comman
     {
         Ok(committed) => {
             state.settle(committed).await;
-            match (complete, hierarchy_empty) {
-                (true, _) => "done",
-                (false, false) => "partial",
-                (false, true) => "failed",
+            match outcome {
+                OrganizationStatus::Connected => "done",
+                OrganizationStatus::Partial => "partial",
+                OrganizationStatus::Error | OrganizationStatus::Pending => "failed",
             }
         }
         Err(error) => {

@@ -70,17 +70,20 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// `POST /v1/tenants/{id}/subscription/{action}` as the tenant's owner.
+async fn subscribe_action(app: &TestApp, tenant: &TestTenant, action: &str, body: Value) -> reqwest::Response {
+    app.post(
+        &format!("/v1/tenants/{}/subscription/{action}", tenant.id),
+        &tenant.key,
+        body,
+    )
+    .await
+}
+
 /// Checkout through the API; returns the Stripe customer Coverwatch created.
 async fn checkout(billed: &Billed, tenant: &TestTenant, tier: &str, cycle: &str) -> (Value, String) {
     let session = expect_status(
-        billed
-            .app
-            .post(
-                &format!("/v1/tenants/{}/subscription/checkout", tenant.id),
-                &tenant.key,
-                json!({"tier": tier, "cycle": cycle}),
-            )
-            .await,
+        subscribe_action(&billed.app, tenant, "checkout", json!({"tier": tier, "cycle": cycle})).await,
         StatusCode::CREATED,
     )
     .await;
@@ -142,12 +145,7 @@ async fn without_a_stripe_key_paid_checkout_is_503_and_writes_nothing() {
     let tenant = app.create_free_tenant("no-billing").await;
     let before = app.event_count().await;
     let problem = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/checkout", tenant.id),
-            &tenant.key,
-            json!({"tier": "PRO", "cycle": "monthly"}),
-        )
-        .await,
+        subscribe_action(&app, &tenant, "checkout", json!({"tier": "PRO", "cycle": "monthly"})).await,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
@@ -204,12 +202,7 @@ async fn checkout_and_portal_send_stripe_the_expected_requests_and_only_the_owne
     assert_eq!(subscription(app, &tenant).await["tier"], "FREE");
 
     let portal = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/portal", tenant.id),
-            &tenant.key,
-            json!({}),
-        )
-        .await,
+        subscribe_action(app, &tenant, "portal", json!({})).await,
         StatusCode::CREATED,
     )
     .await;
@@ -281,12 +274,7 @@ async fn a_localstripe_subscription_reaches_the_tenant_by_its_signed_webhooks() 
 
     // Cancel at period end reaches Stripe; reactivate takes it back.
     let cancelled = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/cancel", tenant.id),
-            &tenant.key,
-            json!({}),
-        )
-        .await,
+        subscribe_action(app, &tenant, "cancel", json!({})).await,
         StatusCode::OK,
     )
     .await;
@@ -294,21 +282,10 @@ async fn a_localstripe_subscription_reaches_the_tenant_by_its_signed_webhooks() 
     assert_eq!(cancelled["tier"], "PRO", "paid until the period ends");
     let at_stripe = billed.stripe.get(&format!("/v1/subscriptions/{stripe_sub_id}")).await;
     assert_eq!(at_stripe["cancel_at_period_end"], true);
-    let again = app
-        .post(
-            &format!("/v1/tenants/{}/subscription/cancel", tenant.id),
-            &tenant.key,
-            json!({}),
-        )
-        .await;
+    let again = subscribe_action(app, &tenant, "cancel", json!({})).await;
     expect_status(again, StatusCode::CONFLICT).await;
     let reactivated = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/reactivate", tenant.id),
-            &tenant.key,
-            json!({}),
-        )
-        .await,
+        subscribe_action(app, &tenant, "reactivate", json!({})).await,
         StatusCode::OK,
     )
     .await;
@@ -319,9 +296,10 @@ async fn a_localstripe_subscription_reaches_the_tenant_by_its_signed_webhooks() 
     // Downgrade at period end: Stripe gets the lower plan without proration,
     // the tier stays PRO until the period ends.
     let changed = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/change-plan", tenant.id),
-            &tenant.key,
+        subscribe_action(
+            app,
+            &tenant,
+            "change-plan",
             json!({"tier": "INDIVIDUAL", "cycle": "monthly"}),
         )
         .await,
@@ -873,12 +851,7 @@ async fn a_cancellation_falls_to_free_when_the_period_ends() {
         app.add_member(&tenant, &format!("p{i}@leaving.test"), "analyst").await;
     }
     let refused = expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/change-plan", tenant.id),
-            &tenant.key,
-            json!({"tier": "INDIVIDUAL"}),
-        )
-        .await,
+        subscribe_action(app, &tenant, "change-plan", json!({"tier": "INDIVIDUAL"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -890,12 +863,7 @@ async fn a_cancellation_falls_to_free_when_the_period_ends() {
     );
 
     expect_status(
-        app.post(
-            &format!("/v1/tenants/{}/subscription/cancel", tenant.id),
-            &tenant.key,
-            json!({}),
-        )
-        .await,
+        subscribe_action(app, &tenant, "cancel", json!({})).await,
         StatusCode::OK,
     )
     .await;

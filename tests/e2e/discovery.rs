@@ -272,11 +272,18 @@ pub(crate) async fn discover(app: &TestApp, tenant: &TestTenant, org: &str) -> V
     }
 }
 
-fn paths(node: &Value, out: &mut Vec<String>) {
-    out.push(node["path"].as_str().unwrap().to_owned());
-    for child in node["children"].as_array().unwrap() {
-        paths(child, out);
+/// Every path of `GET {base}/hierarchy`'s tree, depth first.
+async fn hierarchy_paths(app: &TestApp, tenant: &TestTenant, base: &str) -> Vec<String> {
+    fn walk(node: &Value, out: &mut Vec<String>) {
+        out.push(node["path"].as_str().unwrap().to_owned());
+        for child in node["children"].as_array().unwrap() {
+            walk(child, out);
+        }
     }
+    let tree = expect_status(app.get(&format!("{base}/hierarchy"), &tenant.key).await, StatusCode::OK).await;
+    let mut found = vec![];
+    walk(&tree, &mut found);
+    found
 }
 
 #[tokio::test]
@@ -297,9 +304,7 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         "roots, OUs and accounts per parent: {run}"
     );
 
-    let tree = expect_status(app.get(&format!("{base}/hierarchy"), &tenant.key).await, StatusCode::OK).await;
-    let mut found = vec![];
-    paths(&tree, &mut found);
+    let found = hierarchy_paths(&app, &tenant, &base).await;
     assert_eq!(
         found,
         [
@@ -542,9 +547,7 @@ async fn discovery_records_delegated_admins_scps_and_organization_sources_exactl
              "detail": {"kind": "guardduty", "administrator_account_id": accounts["security"]}},
         ])
     );
-    let tree = expect_status(app.get(&format!("{base}/hierarchy"), &tenant.key).await, StatusCode::OK).await;
-    let mut found = vec![];
-    paths(&tree, &mut found);
+    let found = hierarchy_paths(&app, &tenant, &base).await;
     assert_eq!(
         found,
         [

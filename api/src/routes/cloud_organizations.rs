@@ -201,7 +201,11 @@ pub struct DiscoveryStarted {
 
 /// The tenant's organization, as discovery reaches it (404 for another
 /// tenant's).
-async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<crate::discovery::Target> {
+pub(super) async fn organization_of(
+    state: &AppState,
+    tenant_id: Uuid,
+    org_id: Uuid,
+) -> ApiResult<crate::discovery::Target> {
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT role_arn, external_id, external_org_id FROM cloud_organizations WHERE id = $1 AND tenant_id = $2",
     )

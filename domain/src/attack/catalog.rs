@@ -37,6 +37,9 @@ pub struct AttackCatalog {
     order: Vec<TechniqueId>,
     #[serde(skip)]
     index: HashMap<TechniqueId, usize>,
+    /// The default denominator (the cloud platforms), computed once.
+    #[serde(skip)]
+    cloud: TechniqueSet,
 }
 
 fn by_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<TechniqueId, Technique>, D::Error> {
@@ -55,6 +58,7 @@ static CATALOGS: LazyLock<BTreeMap<&'static str, AttackCatalog>> = LazyLock::new
             assert!(catalog.techniques.len() <= TechniqueSet::CAPACITY);
             catalog.order = catalog.techniques.keys().cloned().collect();
             catalog.index = catalog.order.iter().cloned().enumerate().map(|(i, t)| (t, i)).collect();
+            catalog.cloud = catalog.denominator_set(&PlatformSet::cloud());
             (version, catalog)
         })
         .collect()
@@ -150,6 +154,11 @@ impl AttackCatalog {
         self.set_of(self.denominator(platforms))
     }
 
+    /// The default denominator: the cloud platforms' techniques.
+    pub fn cloud_denominator(&self) -> &TechniqueSet {
+        &self.cloud
+    }
+
     /// The techniques of one tactic (by shortname).
     pub fn tactic_set(&self, shortname: &str) -> TechniqueSet {
         self.set_of(
@@ -173,6 +182,7 @@ mod tests {
         assert_eq!(catalog.techniques.len(), 691);
         // The data's README: 151 entries list a cloud platform.
         assert_eq!(catalog.denominator(&PlatformSet::cloud()).len(), 151);
+        assert_eq!(catalog.cloud_denominator().len(), 151);
         let iaas = PlatformSet::parse("IaaS", catalog).unwrap();
         assert_eq!(catalog.denominator(&iaas).len(), 104);
         assert!(PlatformSet::parse("Windows, Mainframe", catalog).is_err());

@@ -449,6 +449,7 @@ impl CloudOrganization {
     /// nothing.
     fn changes(&self, run_id: Uuid, found: Discovered, errors: Vec<String>) -> Vec<CloudOrganizationEvent> {
         use CloudOrganizationEvent as E;
+        let status = found.outcome(&errors);
         let hierarchy = &found.hierarchy;
         let mut events = self.hierarchy_changes(hierarchy, errors.is_empty());
         if let Some(mut administrators) = found.delegated_administrators {
@@ -479,14 +480,6 @@ impl CloudOrganization {
                 Some(_) => {}
             }
         }
-        let status = match (
-            errors.is_empty(),
-            hierarchy.accounts.is_empty() && hierarchy.ous.is_empty(),
-        ) {
-            (true, _) => OrganizationStatus::Connected,
-            (false, false) => OrganizationStatus::Partial,
-            (false, true) => OrganizationStatus::Error,
-        };
         events.push(E::DiscoveryCompleted {
             run_id,
             ous: hierarchy.ous.len() as u64,

@@ -4,6 +4,7 @@
 //! AWS Config aggregators, Security Hub and GuardDuty administrators).
 
 use super::hierarchy::DiscoveredHierarchy;
+use super::organization::OrganizationStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -120,4 +121,17 @@ pub struct Discovered {
     pub policies: Option<Vec<ServiceControlPolicy>>,
     pub sources: Vec<OrganizationSource>,
     pub unread_source_kinds: BTreeSet<SourceKind>,
+}
+
+impl Discovered {
+    /// A run's own outcome: connected when it read everything, partial when
+    /// it missed parts but found some of the hierarchy, error otherwise.
+    pub fn outcome(&self, errors: &[String]) -> OrganizationStatus {
+        let nothing = self.hierarchy.ous.is_empty() && self.hierarchy.accounts.is_empty();
+        match (errors.is_empty(), nothing) {
+            (true, _) => OrganizationStatus::Connected,
+            (false, false) => OrganizationStatus::Partial,
+            (false, true) => OrganizationStatus::Error,
+        }
+    }
 }
