@@ -113,18 +113,11 @@ impl DerivedDetections {
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,
+        tenant_id: Uuid,
         organization_id: Uuid,
         source: OrganizationSource,
     ) -> anyhow::Result<()> {
-        let tenant_id = event.tenant_id.unwrap_or_default();
-        let current = match self.current(conn, organization_id, &source.id).await? {
-            Some(id) if self.detections.load(id).await?.status != DetectionStatus::Retired => Some(id),
-            _ => None,
-        };
-        let id = current.unwrap_or_else(|| derived_id(organization_id, &source.id, event.position));
         let kind = source.kind();
-        let (detection_source, _) = control(kind);
-        let entitlements = self.billing.entitlements(tenant_id).await?;
         let name = Name::parse(
             &format!("{} ({})", source.name, source.id)
                 .chars()
@@ -133,40 +126,49 @@ impl DerivedDetections {
         )
         .or_else(|_| Name::parse(kind.as_str()))
         .map_err(|e| anyhow::anyhow!("a derived detection's name: {e}"))?;
-        let register = DetectionCommand::Register {
-            detection_id: id,
-            tenant_id,
-            name,
-            source: detection_source,
-            techniques: techniques(kind),
-            scope: DetectionScope::Organization {
-                organization_id,
-                accounts: None,
-            },
-            attack_version: attack::latest().attack_version.clone(),
-            derived_from: Some(DerivedFrom {
-                organization_id,
-                source_id: source.id.clone(),
-                mapping_version: ctid_mappings().version("aws"),
-            }),
-            org_features: entitlements.org_features,
-            cheapest_with_org_features: self.catalog.cheapest_with_org_features(),
+        let techniques = techniques(kind);
+        let current = match self.current(conn, organization_id, &source.id).await? {
+            Some(id) if self.detections.load(id).await?.status != DetectionStatus::Retired => Some(id),
+            _ => None,
         };
-        if current.is_some() {
+        let id = match current {
             // Re-discovered: keep it in line with the source and the mapping.
-            let DetectionCommand::Register { name, techniques, .. } = register else {
-                unreachable!("built above")
-            };
-            if !techniques.is_empty() {
-                let update = DetectionCommand::Update {
-                    name: Some(name),
-                    techniques: Some(techniques),
-                };
-                self.run(id, update, tenant_id).await?;
+            Some(id) => {
+                if !techniques.is_empty() {
+                    let update = DetectionCommand::Update {
+                        name: Some(name),
+                        techniques: Some(techniques),
+                        scope: None,
+                    };
+                    self.run(id, update, tenant_id).await?;
+                }
+                id
             }
-        } else {
-            self.run(id, register, tenant_id).await?;
-        }
+            None => {
+                let id = derived_id(organization_id, &source.id, event.position);
+                let register = DetectionCommand::Register {
+                    detection_id: id,
+                    tenant_id,
+                    name,
+                    source: control(kind).0,
+                    techniques,
+                    scope: DetectionScope::Organization {
+                        organization_id,
+                        accounts: None,
+                    },
+                    attack_version: attack::latest().attack_version.clone(),
+                    derived_from: Some(DerivedFrom {
+                        organization_id,
+                        source_id: source.id.clone(),
+                        mapping_version: ctid_mappings().version("aws"),
+                    }),
+                    org_features: self.billing.entitlements(tenant_id).await?.org_features,
+                    cheapest_with_org_features: self.catalog.cheapest_with_org_features(),
+                };
+                self.run(id, register, tenant_id).await?;
+                id
+            }
+        };
         let toggle = if active(&source) {
             DetectionCommand::Enable
         } else {
@@ -200,7 +202,7 @@ impl Subscriber for DerivedDetections {
             let decoded: CloudOrganizationEvent = serde_json::from_value(event.payload.clone())?;
             match decoded {
                 E::OrganizationSourceFound { source } | E::OrganizationSourceChanged { source } => {
-                    self.found(conn, event, organization_id, source).await?;
+                    self.found(conn, event, tenant_id, organization_id, source).await?;
                 }
                 E::OrganizationSourceRemoved { id, .. } => {
                     if let Some(detection) = self.current(conn, organization_id, &id).await? {

@@ -192,6 +192,7 @@ impl From<CommandError> for ApiError {
                 match error {
                     E::NotFound => Self::NotFound("detection".into()),
                     E::AlreadyRegistered => Self::Conflict(error.to_string()),
+                    E::VersionMismatch { .. } => Self::PreconditionFailed(error.to_string()),
                     E::Retired => Self::Gone(error.to_string()),
                     E::Rule(message) => Self::Unprocessable(message),
                     E::FeatureNotInPlan { feature, required_tier } => Self::PlanFeature {

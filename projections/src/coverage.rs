@@ -16,7 +16,7 @@ use crate::event::StoredEvent;
 use crate::runtime::Subscriber;
 use anyhow::Context;
 use async_trait::async_trait;
-use coverwatch_domain::attack::{self, PlatformSet, TechniqueId, TechniqueSet};
+use coverwatch_domain::attack::{self, TechniqueId, TechniqueSet};
 use coverwatch_domain::cloud::hierarchy::path;
 use coverwatch_domain::cloud::{AccountSource, CloudAccountsEvent, CloudOrganizationEvent};
 use coverwatch_domain::detection::coverage::{Breakdown, covered, ratio};
@@ -123,8 +123,8 @@ async fn detection(
             sqlx::query(
                 "INSERT INTO detections (detection_id, tenant_id, name, source, techniques, scope, scope_type,
                         account_id, organization_id, subset, status, attack_version, derived_source_id,
-                        mapping_version, registered_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enabled', $11, $12, $13, $14, $14)
+                        mapping_version, registered_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enabled', $11, $12, $13, $14, $14, $15)
                  ON CONFLICT (detection_id) DO NOTHING",
             )
             .bind(detection_id)
@@ -141,6 +141,7 @@ async fn detection(
             .bind(derived_from.as_ref().map(|d| d.source_id.clone()))
             .bind(derived_from.as_ref().map(|d| d.mapping_version.clone()))
             .bind(event.recorded_at)
+            .bind(event.sequence)
             .execute(&mut *conn)
             .await?;
             (tenant_id, vec![scope])
@@ -159,12 +160,14 @@ async fn detection(
                 E::DetectionRegistered { .. } => unreachable!("handled above"),
                 E::DetectionUpdated { name, techniques } => {
                     sqlx::query(
-                        "UPDATE detections SET name = $2, techniques = $3, updated_at = $4 WHERE detection_id = $1",
+                        "UPDATE detections SET name = $2, techniques = $3, updated_at = $4, version = $5
+                          WHERE detection_id = $1",
                     )
                     .bind(detection_id)
                     .bind(name.as_str())
                     .bind(sqlx::types::Json(&techniques))
                     .bind(event.recorded_at)
+                    .bind(event.sequence)
                     .execute(&mut *conn)
                     .await?;
                 }
@@ -172,7 +175,7 @@ async fn detection(
                     let (scope_type, account_id, organization_id, subset) = scope_columns(&to);
                     sqlx::query(
                         "UPDATE detections SET scope = $2, scope_type = $3, account_id = $4, organization_id = $5,
-                                subset = $6, updated_at = $7
+                                subset = $6, updated_at = $7, version = $8
                           WHERE detection_id = $1",
                     )
                     .bind(detection_id)
@@ -182,6 +185,7 @@ async fn detection(
                     .bind(organization_id)
                     .bind(subset)
                     .bind(event.recorded_at)
+                    .bind(event.sequence)
                     .execute(&mut *conn)
                     .await?;
                     scopes.push(to);
@@ -192,12 +196,15 @@ async fn detection(
                         E::DetectionEnabled => DetectionStatus::Enabled,
                         _ => DetectionStatus::Retired,
                     };
-                    sqlx::query("UPDATE detections SET status = $2, updated_at = $3 WHERE detection_id = $1")
-                        .bind(detection_id)
-                        .bind(status.as_str())
-                        .bind(event.recorded_at)
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE detections SET status = $2, updated_at = $3, version = $4 WHERE detection_id = $1",
+                    )
+                    .bind(detection_id)
+                    .bind(status.as_str())
+                    .bind(event.recorded_at)
+                    .bind(event.sequence)
+                    .execute(&mut *conn)
+                    .await?;
                 }
             }
             (tenant_id, scopes)
@@ -816,7 +823,7 @@ async fn refresh(
             }
         }
     }
-    let denominator = attack::latest().denominator_set(&PlatformSet::cloud());
+    let denominator = *attack::latest().cloud_denominator();
     let mut touched = BTreeSet::new();
     for (account_id, stored) in accounts {
         let own = if sides.own {
@@ -901,7 +908,7 @@ async fn org_snapshot(
     event: &StoredEvent,
     organization_id: Uuid,
 ) -> anyhow::Result<()> {
-    let denominator = attack::latest().denominator_set(&PlatformSet::cloud());
+    let denominator = *attack::latest().cloud_denominator();
     let Some(organization) = batch.organization(conn, organization_id).await? else {
         return Ok(());
     };

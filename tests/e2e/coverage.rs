@@ -53,10 +53,30 @@ fn set(items: &[&str]) -> Set {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// GET `path` as the tenant, expecting 200.
+async fn ok(app: &TestApp, tenant: &TestTenant, path: &str) -> Value {
+    expect_status(app.get(path, &tenant.key).await, StatusCode::OK).await
+}
+
+/// Connects a standalone account of the tenant.
+async fn standalone_account(app: &TestApp, tenant: &TestTenant, account_id: &str) {
+    expect_status(
+        app.post(
+            &format!("/v1/tenants/{}/cloud-accounts", tenant.id),
+            &tenant.key,
+            json!({"account_id": account_id, "region": "us-east-1", "environment": "production",
+                   "role_arn": format!("arn:aws:iam::{account_id}:role/CoverwatchAudit")}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
 async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, tenant: &TestTenant, path: &str, done: F) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body = expect_status(app.get(path, &tenant.key).await, StatusCode::OK).await;
+        let body = ok(app, tenant, path).await;
         if done(&body) {
             return body;
         }
@@ -167,12 +187,7 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
 
     let org_set: Set = ctid("amazon_guardduty").union(&ctid("aws_config")).cloned().collect();
     let web_own = set(&["T1078.004", "T1530"]);
-    let web = expect_status(
-        app.get(&format!("{t}/coverage/accounts/{}", id("web-1")), &tenant.key)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let web = ok(&app, &tenant, &format!("{t}/coverage/accounts/{}", id("web-1"))).await;
     assert_eq!(strings(&web["account_techniques"]), &web_own - &org_set);
     assert_eq!(strings(&web["org_techniques"]), &org_set - &web_own);
     assert_eq!(strings(&web["overlap_techniques"]), &web_own & &org_set);
@@ -182,22 +197,13 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     assert!((web["total_coverage"].as_f64().unwrap() - web_covered.len() as f64 / 151.0).abs() < 1e-12);
     assert_eq!(web["attack_version"], "18.1");
     assert!(web["as_of_position"].as_i64().unwrap() > 0);
-    let api1 = expect_status(
-        app.get(&format!("{t}/coverage/accounts/{}", id("api-1")), &tenant.key)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let api1 = ok(&app, &tenant, &format!("{t}/coverage/accounts/{}", id("api-1"))).await;
     let with_exfiltration: Set = &org_set | &set(&["T1537"]);
     assert_eq!(strings(&api1["org_techniques"]), with_exfiltration);
     assert_eq!(strings(&api1["account_techniques"]), Set::new());
 
     // The organization: four connected accounts.
-    let coverage = expect_status(
-        app.get(&format!("{t}/coverage/organizations/{org}"), &tenant.key).await,
-        StatusCode::OK,
-    )
-    .await;
+    let coverage = ok(&app, &tenant, &format!("{t}/coverage/organizations/{org}")).await;
     let union: Set = &(&org_set | &web_own) | &set(&["T1537"]);
     assert_eq!(strings(&coverage["union"]["techniques"]), union);
     assert_eq!(strings(&coverage["minimum"]["techniques"]), org_set);
@@ -222,13 +228,10 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     );
 
     // A subtree: Api holds api-1 and api-2.
-    let api = expect_status(
-        app.get(
-            &format!("{t}/coverage/organizations/{org}?path_prefix=Root/Production/Web/Api"),
-            &tenant.key,
-        )
-        .await,
-        StatusCode::OK,
+    let api = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/organizations/{org}?path_prefix=Root/Production/Web/Api"),
     )
     .await;
     let in_api: Set = api["accounts"]
@@ -241,10 +244,10 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     assert_eq!(strings(&api["union"]["techniques"]), with_exfiltration);
     assert_eq!(strings(&api["minimum"]["techniques"]), org_set);
     // Another platform set: IaaS only.
-    let iaas = expect_status(
-        app.get(&format!("{t}/coverage/organizations/{org}?platforms=IaaS"), &tenant.key)
-            .await,
-        StatusCode::OK,
+    let iaas = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/organizations/{org}?platforms=IaaS"),
     )
     .await;
     assert_eq!(iaas["denominator"], 104);
@@ -261,7 +264,7 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     // Snapshots: the newest organization snapshot has today's figures;
     // disabling GuardDuty's detection moves them and adds one.
     let snapshots_path = format!("{t}/coverage/organizations/{org}/snapshots");
-    let before = expect_status(app.get(&snapshots_path, &tenant.key).await, StatusCode::OK).await;
+    let before = ok(&app, &tenant, &snapshots_path).await;
     let changes = |s: &Value| {
         s.as_array()
             .unwrap()
@@ -287,49 +290,36 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     )
     .await;
     assert_eq!(disabled["status"], "disabled");
-    let after = expect_status(app.get(&snapshots_path, &tenant.key).await, StatusCode::OK).await;
+    let after = ok(&app, &tenant, &snapshots_path).await;
     assert_eq!(changes(&after).len(), changes(&before).len() + 1);
     let config = ctid("aws_config");
     let newest = changes(&after).last().cloned().unwrap();
     assert_eq!(newest["figures"]["minimum"]["covered"], config.len());
     assert!(newest["position"].as_i64().unwrap() > last["position"].as_i64().unwrap());
-    let none = expect_status(
-        app.get(
-            &format!("{snapshots_path}?from=2020-01-01T00:00:00Z&to=2020-12-31T00:00:00Z"),
-            &tenant.key,
-        )
-        .await,
-        StatusCode::OK,
+    let none = ok(
+        &app,
+        &tenant,
+        &format!("{snapshots_path}?from=2020-01-01T00:00:00Z&to=2020-12-31T00:00:00Z"),
     )
     .await;
     assert_eq!(none, json!([]));
-    let coverage = expect_status(
-        app.get(&format!("{t}/coverage/organizations/{org}"), &tenant.key).await,
-        StatusCode::OK,
-    )
-    .await;
+    let coverage = ok(&app, &tenant, &format!("{t}/coverage/organizations/{org}")).await;
     assert_eq!(strings(&coverage["minimum"]["techniques"]), config);
     assert_eq!(coverage["org_detection_count"], 3);
 
     // Navigator layers: the 4.5 format's required fields and value ranges.
-    let layer = expect_status(
-        app.get(
-            &format!("{t}/coverage/organizations/{org}/navigator-layer?view=union"),
-            &tenant.key,
-        )
-        .await,
-        StatusCode::OK,
+    let layer = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/organizations/{org}/navigator-layer?view=union"),
     )
     .await;
     let union_now = strings(&coverage["union"]["techniques"]);
     check_layer(&layer, &union_now);
-    let minimum = expect_status(
-        app.get(
-            &format!("{t}/coverage/organizations/{org}/navigator-layer?view=minimum"),
-            &tenant.key,
-        )
-        .await,
-        StatusCode::OK,
+    let minimum = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/organizations/{org}/navigator-layer?view=minimum"),
     )
     .await;
     check_layer(&minimum, &config);
@@ -340,13 +330,10 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
             .iter()
             .all(|t| t["score"] == 100)
     );
-    let account_layer = expect_status(
-        app.get(
-            &format!("{t}/coverage/accounts/{}/navigator-layer", id("web-1")),
-            &tenant.key,
-        )
-        .await,
-        StatusCode::OK,
+    let account_layer = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/accounts/{}/navigator-layer", id("web-1")),
     )
     .await;
     let web_now: Set = &web_own | &config;
@@ -534,17 +521,7 @@ async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
     let app = spawn_app_with(Arc::new(SystemClock), |_| {}).await;
     let tenant = app.create_tenant("detections-input").await;
     let t = format!("/v1/tenants/{}", tenant.id);
-    expect_status(
-        app.post(
-            &format!("{t}/cloud-accounts"),
-            &tenant.key,
-            json!({"account_id": "111122223333", "region": "us-east-1", "environment": "production",
-                   "role_arn": "arn:aws:iam::111122223333:role/CoverwatchAudit"}),
-        )
-        .await,
-        StatusCode::CREATED,
-    )
-    .await;
+    standalone_account(&app, &tenant, "111122223333").await;
     let events_before = app.event_count().await;
     let account = json!({"type": "account", "account_id": "111122223333"});
     let cases = [
@@ -633,13 +610,10 @@ async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
     )
     .await;
     assert_eq!(changed["techniques"], json!([{"id": "T1078.004", "confidence": 0.5}]));
-    let coverage = expect_status(
-        app.get(&format!("{t}/coverage/accounts/111122223333"), &tenant.key)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let coverage = ok(&app, &tenant, &format!("{t}/coverage/accounts/111122223333")).await;
     assert_eq!(coverage["covered"], 0, "0.5 is below the threshold");
+    let usage = ok(&app, &tenant, &format!("{t}/usage")).await;
+    assert_eq!(usage["metrics"]["detections"]["used"], 1);
     expect_status(
         app.patch(
             &path,
@@ -656,12 +630,102 @@ async fn bad_detections_are_refused_field_by_field_and_write_nothing() {
         StatusCode::GONE,
     )
     .await;
-    let listed = expect_status(
-        app.get(&format!("{t}/detections?status=retired"), &tenant.key).await,
-        StatusCode::OK,
-    )
-    .await;
+    let listed = ok(&app, &tenant, &format!("{t}/detections?status=retired")).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    // Usage meters detections in force: the retired one no longer counts.
+    let usage = ok(&app, &tenant, &format!("{t}/usage")).await;
+    assert_eq!(usage["metrics"]["detections"]["used"], 0);
+}
+
+#[tokio::test]
+async fn concurrent_edits_of_one_detection_at_the_same_etag_have_one_winner() {
+    let app = spawn_app_with(Arc::new(SystemClock), |_| {}).await;
+    let tenant = app.create_tenant("detections-etag").await;
+    let t = format!("/v1/tenants/{}", tenant.id);
+    standalone_account(&app, &tenant, "111122223333").await;
+    let created = app
+        .post(
+            &format!("{t}/detections"),
+            &tenant.key,
+            json!({"name": "Root login", "source": "custom",
+                   "techniques": [{"id": "T1078.004", "confidence": 0.9}],
+                   "scope": {"type": "account", "account_id": "111122223333"}}),
+        )
+        .await;
+    assert_eq!(created.headers()["etag"], "\"1\"");
+    let created = expect_status(created, StatusCode::CREATED).await;
+    assert_eq!(created["version"], 1);
+    let path = format!("{t}/detections/{}", created["detection_id"].as_str().unwrap());
+    let updates = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'DetectionUpdated'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    // Twelve analysts edit what they all read at version 1: one change lands,
+    // every other is refused rather than silently overwriting it.
+    let attempts = futures::future::join_all((0..12).map(|i| {
+        app.request(reqwest::Method::PATCH, &path, Some(&tenant.key))
+            .header("if-match", "\"1\"")
+            .json(&json!({"techniques": [{"id": "T1530", "confidence": 0.6 + f64::from(i) / 100.0}]}))
+            .send()
+    }))
+    .await;
+    let mut winners = vec![];
+    for (i, attempt) in attempts.into_iter().enumerate() {
+        let response = attempt.unwrap();
+        match response.status() {
+            StatusCode::OK => winners.push((i, response.json::<Value>().await.unwrap())),
+            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => {
+                let problem: Value = response.json().await.unwrap();
+                let kind = problem["type"].as_str().unwrap();
+                assert!(
+                    kind.ends_with("/precondition-failed") || kind.ends_with("/conflict"),
+                    "{problem}"
+                );
+            }
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner");
+    let (i, winner) = &winners[0];
+    assert_eq!(winner["version"], 2);
+    assert_eq!(updates().await, 1, "only the winner's change was appended");
+    let now = expect_status(app.get(&path, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(
+        now["techniques"],
+        json!([{"id": "T1530", "confidence": 0.6 + *i as f64 / 100.0}])
+    );
+
+    // A stale version is refused for every change, and writes nothing.
+    for (method, route, body) in [
+        (reqwest::Method::PATCH, path.clone(), json!({"name": "Renamed"})),
+        (reqwest::Method::POST, format!("{path}/disable"), json!({})),
+        (reqwest::Method::DELETE, path.clone(), json!({})),
+    ] {
+        let events = app.event_count().await;
+        let stale = app
+            .request(method, &route, Some(&tenant.key))
+            .header("if-match", "\"1\"")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_status(stale, StatusCode::PRECONDITION_FAILED).await;
+        assert_eq!(problem["status"], 412);
+        assert_eq!(app.event_count().await, events, "{route}: nothing written");
+    }
+    // The current version is accepted.
+    let disabled = app
+        .request(reqwest::Method::POST, &format!("{path}/disable"), Some(&tenant.key))
+        .header("if-match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.headers()["etag"], "\"3\"");
+    let disabled = expect_status(disabled, StatusCode::OK).await;
+    assert_eq!(disabled["status"], "disabled");
 }
 
 #[tokio::test]
@@ -696,7 +760,7 @@ async fn a_member_in_error_loses_what_the_organization_sources_give_but_keeps_re
     .await;
     let sources: Set = ctid("amazon_guardduty").union(&ctid("aws_config")).cloned().collect();
     let coverage_path = format!("{t}/coverage/accounts/{web}");
-    let before = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    let before = ok(&app, &tenant, &coverage_path).await;
     assert_eq!(strings(&before["org_techniques"]), &sources | &set(&["T1537"]));
 
     // Its role can no longer be assumed: a new connection attempt fails and
@@ -713,14 +777,14 @@ async fn a_member_in_error_loses_what_the_organization_sources_give_but_keeps_re
     proxy.faults(json!({"deny_roles": [role]})).await;
     let failed = reconnect().await;
     assert_eq!(failed["results"][0]["status"], "error");
-    let during = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    let during = ok(&app, &tenant, &coverage_path).await;
     assert_eq!(strings(&during["org_techniques"]), set(&["T1537"]));
 
     // Reachable again: connecting it restores them.
     proxy.faults(json!({})).await;
     let again = reconnect().await;
     assert_eq!(again["results"][0]["status"], "already_connected");
-    let after = expect_status(app.get(&coverage_path, &tenant.key).await, StatusCode::OK).await;
+    let after = ok(&app, &tenant, &coverage_path).await;
     assert_eq!(strings(&after["org_techniques"]), &sources | &set(&["T1537"]));
     app.caught_up(Some("coverage"), Duration::from_secs(20)).await;
     let differences = coverwatch_replay::rebuild::compare(&app.pool, read_models(), 3)

@@ -5,7 +5,7 @@
 //! discovered members. Organization scope needs the plan's organization
 //! features (decided in the aggregate).
 
-use super::{Fields, Page, limit, page, uuid_cursor};
+use super::{Fields, Page, etag, if_match, limit, page, uuid_cursor};
 use crate::auth::{Member, Principal, RequestInfo};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -13,10 +13,11 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use coverwatch_domain::attack::{self, Confidence, TechniqueId};
 use coverwatch_domain::cloud::values::AwsAccountId;
-use coverwatch_domain::detection::{DetectionCommand, DetectionScope, DetectionSource, Techniques};
+use coverwatch_domain::detection::{DetectionCommand, DetectionScope, DetectionSource, ScopeChange, Techniques};
 use coverwatch_domain::values::{Name, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -83,6 +84,9 @@ pub struct DetectionView {
     pub mapping_version: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Also the `ETag`: send it as `If-Match` to change the detection only
+    /// if nobody changed it since.
+    pub version: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -98,10 +102,11 @@ struct Row {
     mapping_version: Option<String>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 const COLUMNS: &str = "detection_id, name, source, techniques, scope, status, attack_version, derived_source_id, \
-                       mapping_version, registered_at, updated_at";
+                       mapping_version, registered_at, updated_at, version";
 
 fn scope_view(scope: &DetectionScope) -> Value {
     match scope {
@@ -138,6 +143,7 @@ impl From<Row> for DetectionView {
             mapping_version: row.mapping_version,
             registered_at: row.registered_at,
             updated_at: row.updated_at,
+            version: row.version,
         }
     }
 }
@@ -223,19 +229,16 @@ async fn scope(
                 fields.check::<(), _>("scope.organization_id", Err("is required"));
                 return Ok(None);
             };
-            let ours: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM cloud_organizations WHERE id = $1 AND tenant_id = $2)",
-            )
-            .bind(organization_id)
-            .bind(tenant_id)
-            .fetch_one(&state.pool)
-            .await?;
-            if !ours {
-                fields.check::<(), _>(
-                    "scope.organization_id",
-                    Err("is not a cloud organization of the tenant"),
-                );
-                return Ok(None);
+            match super::cloud_organizations::organization_of(state, tenant_id, organization_id).await {
+                Ok(_) => {}
+                Err(ApiError::NotFound(_)) => {
+                    fields.check::<(), _>(
+                        "scope.organization_id",
+                        Err("is not a cloud organization of the tenant"),
+                    );
+                    return Ok(None);
+                }
+                Err(other) => return Err(other),
             }
             let accounts = match &input.accounts {
                 None => None,
@@ -310,19 +313,34 @@ async fn writer(state: &AppState, principal: Principal, headers: &HeaderMap, ten
     Ok(member)
 }
 
+/// Runs the command, only at the client's `If-Match` version when it sent one.
 async fn execute(
     state: &AppState,
     member: &Member,
     info: &RequestInfo,
     detection_id: Uuid,
+    expected_version: Option<u64>,
     command: DetectionCommand,
 ) -> ApiResult<()> {
+    let command = match expected_version {
+        Some(version) => DetectionCommand::AtVersion {
+            version,
+            command: Box::new(command),
+        },
+        None => command,
+    };
     let committed = state
         .detections
         .execute(detection_id, command, &member.metadata(info))
         .await?;
     state.settle(committed).await;
     Ok(())
+}
+
+/// The detection as the read model shows it, with its version as `ETag`.
+async fn respond(state: &AppState, tenant_id: Uuid, detection_id: Uuid) -> ApiResult<impl IntoResponse + use<>> {
+    let view = view(state, tenant_id, detection_id).await?;
+    Ok(([etag(view.version)], Json(view)))
 }
 
 /// Register a detection (owner, admin or analyst).
@@ -337,7 +355,7 @@ pub async fn register(
     headers: HeaderMap,
     ApiPath(tenant_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RegisterDetection>,
-) -> ApiResult<(StatusCode, Json<DetectionView>)> {
+) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
     let mut fields = Fields::default();
     let name = fields.check("name", Name::parse(&body.name));
@@ -359,8 +377,8 @@ pub async fn register(
         org_features: entitlements.org_features,
         cheapest_with_org_features: state.catalog.cheapest_with_org_features(),
     };
-    execute(&state, &member, &info, detection_id, command).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, tenant_id, detection_id).await?)))
+    execute(&state, &member, &info, detection_id, None, command).await?;
+    Ok((StatusCode::CREATED, respond(&state, tenant_id, detection_id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -427,7 +445,7 @@ pub async fn list(
     }))
 }
 
-/// One detection (members).
+/// One detection (members); the `ETag` is its version.
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/detections/{detection_id}", tag = "detections",
     params(("tenant_id" = Uuid, Path), ("detection_id" = Uuid, Path)), security(("api_key" = [])),
     responses((status = 200, body = DetectionView), (status = 404, body = crate::error::Problem)))]
@@ -436,17 +454,19 @@ pub async fn get(
     principal: Principal,
     headers: HeaderMap,
     ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
-    Ok(Json(view(&state, tenant_id, detection_id).await?))
+    respond(&state, tenant_id, detection_id).await
 }
 
-/// Change a detection's name, techniques and/or scope (owner, admin or analyst).
+/// Change a detection's name, techniques and/or scope (owner, admin or
+/// analyst), all or nothing; `If-Match` guards against lost updates (412 when
+/// stale).
 #[utoipa::path(patch, path = "/v1/tenants/{tenant_id}/detections/{detection_id}", tag = "detections",
     params(("tenant_id" = Uuid, Path), ("detection_id" = Uuid, Path)), request_body = ChangeDetection,
     security(("api_key" = [])),
     responses((status = 200, body = DetectionView), (status = 404, body = crate::error::Problem),
-              (status = 410, body = crate::error::Problem)))]
+              (status = 410, body = crate::error::Problem), (status = 412, body = crate::error::Problem)))]
 pub async fn change(
     State(state): State<AppState>,
     principal: Principal,
@@ -454,8 +474,9 @@ pub async fn change(
     headers: HeaderMap,
     ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<ChangeDetection>,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
+    let expected_version = if_match(&headers)?;
     view(&state, tenant_id, detection_id).await?;
     let mut fields = Fields::default();
     let name = fields.check_opt("name", body.name.as_deref(), Name::parse);
@@ -468,26 +489,21 @@ pub async fn change(
         fields.check::<(), _>("body", Err("change at least one of name, techniques or scope"));
     }
     fields.finish()?;
-    if name.is_some() || techniques.is_some() {
-        execute(
-            &state,
-            &member,
-            &info,
-            detection_id,
-            DetectionCommand::Update { name, techniques },
-        )
-        .await?;
-    }
-    if let Some(scope) = scope {
-        let entitlements = state.billing.entitlements(tenant_id).await?;
-        let command = DetectionCommand::ChangeScope {
+    let scope = match scope {
+        Some(scope) => Some(ScopeChange {
             scope,
-            org_features: entitlements.org_features,
+            org_features: state.billing.entitlements(tenant_id).await?.org_features,
             cheapest_with_org_features: state.catalog.cheapest_with_org_features(),
-        };
-        execute(&state, &member, &info, detection_id, command).await?;
-    }
-    Ok(Json(view(&state, tenant_id, detection_id).await?))
+        }),
+        None => None,
+    };
+    let command = DetectionCommand::Update {
+        name,
+        techniques,
+        scope,
+    };
+    execute(&state, &member, &info, detection_id, expected_version, command).await?;
+    respond(&state, tenant_id, detection_id).await
 }
 
 async fn transition(
@@ -498,24 +514,26 @@ async fn transition(
     tenant_id: Uuid,
     detection_id: Uuid,
     command: DetectionCommand,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
+    let expected_version = if_match(&headers)?;
     view(&state, tenant_id, detection_id).await?;
-    execute(&state, &member, &info, detection_id, command).await?;
-    Ok(Json(view(&state, tenant_id, detection_id).await?))
+    execute(&state, &member, &info, detection_id, expected_version, command).await?;
+    respond(&state, tenant_id, detection_id).await
 }
 
 /// Retire a detection (owner, admin or analyst): it stays listed, covers nothing.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/detections/{detection_id}", tag = "detections",
     params(("tenant_id" = Uuid, Path), ("detection_id" = Uuid, Path)), security(("api_key" = [])),
-    responses((status = 200, body = DetectionView), (status = 410, body = crate::error::Problem)))]
+    responses((status = 200, body = DetectionView), (status = 410, body = crate::error::Problem),
+              (status = 412, body = crate::error::Problem)))]
 pub async fn retire(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
     ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     transition(
         state,
         principal,
@@ -538,7 +556,7 @@ pub async fn disable(
     info: RequestInfo,
     headers: HeaderMap,
     ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     transition(
         state,
         principal,
@@ -561,7 +579,7 @@ pub async fn enable(
     info: RequestInfo,
     headers: HeaderMap,
     ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<Json<DetectionView>> {
+) -> ApiResult<impl IntoResponse> {
     transition(
         state,
         principal,

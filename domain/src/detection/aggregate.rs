@@ -153,19 +153,31 @@ pub enum DetectionCommand {
         org_features: bool,
         cheapest_with_org_features: Tier,
     },
-    /// New name and/or techniques (None keeps them).
+    /// New name, techniques and/or scope (None keeps each), decided together:
+    /// a refused part refuses the whole change.
     Update {
         name: Option<Name>,
         techniques: Option<Techniques>,
-    },
-    ChangeScope {
-        scope: DetectionScope,
-        org_features: bool,
-        cheapest_with_org_features: Tier,
+        scope: Option<ScopeChange>,
     },
     Disable,
     Enable,
     Retire,
+    /// The command, refused unless the detection is still at `version`
+    /// (a client's `If-Match`): a stale edit is refused, not applied over
+    /// another analyst's change.
+    AtVersion {
+        version: u64,
+        command: Box<DetectionCommand>,
+    },
+}
+
+/// A new scope, with what the plan allows at the time of the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeChange {
+    pub scope: DetectionScope,
+    pub org_features: bool,
+    pub cheapest_with_org_features: Tier,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +245,45 @@ fn check_techniques(techniques: &Techniques, attack_version: &str) -> Result<(),
     Ok(())
 }
 
+impl Detection {
+    /// Every part is checked before anything is decided, so a change is
+    /// recorded whole or not at all.
+    fn update(
+        &self,
+        name: Option<Name>,
+        techniques: Option<Techniques>,
+        scope: Option<ScopeChange>,
+    ) -> Result<Vec<DetectionEvent>, DetectionError> {
+        let mut events = vec![];
+        if name.is_some() || techniques.is_some() {
+            // A derived detection of an unmappable source may keep no
+            // technique, but nobody may set an empty list.
+            if techniques.as_ref().is_some_and(Techniques::is_empty) {
+                return Err(DetectionError::Rule("name at least one technique".into()));
+            }
+            let name = name.unwrap_or_else(|| self.name.clone().expect("registered"));
+            let techniques = techniques.unwrap_or_else(|| self.techniques.clone());
+            check_techniques(&techniques, &self.attack_version)?;
+            if Some(&name) != self.name.as_ref() || techniques != self.techniques {
+                events.push(DetectionEvent::DetectionUpdated { name, techniques });
+            }
+        }
+        if let Some(ScopeChange {
+            scope,
+            org_features,
+            cheapest_with_org_features,
+        }) = scope
+        {
+            org_gate(&scope, org_features, cheapest_with_org_features)?;
+            let from = self.scope.clone().expect("registered");
+            if from != scope {
+                events.push(DetectionEvent::DetectionScopeChanged { from, to: scope });
+            }
+        }
+        Ok(events)
+    }
+}
+
 impl Aggregate for Detection {
     const TYPE: &'static str = "detection";
     type Command = DetectionCommand;
@@ -248,6 +299,10 @@ impl Aggregate for Detection {
     ) -> Result<(), Self::Error> {
         use DetectionCommand as C;
         use DetectionEvent as E;
+        let (expected_version, command) = match command {
+            C::AtVersion { version, command } => (Some(version), *command),
+            command => (None, command),
+        };
         if let C::Register {
             detection_id,
             tenant_id,
@@ -290,42 +345,35 @@ impl Aggregate for Detection {
         if self.id.is_none() {
             return Err(DetectionError::NotFound);
         }
+        if let Some(expected) = expected_version
+            && expected != self.version
+        {
+            return Err(DetectionError::VersionMismatch {
+                expected,
+                actual: self.version,
+            });
+        }
         if self.status == DetectionStatus::Retired {
             return Err(DetectionError::Retired);
         }
-        let event = match command {
-            C::Register { .. } => unreachable!("handled above"),
-            C::Update { name, techniques } => {
-                let name = name.unwrap_or_else(|| self.name.clone().expect("registered"));
-                let techniques = techniques.unwrap_or_else(|| self.techniques.clone());
-                if techniques.is_empty() {
-                    return Err(DetectionError::Rule("name at least one technique".into()));
-                }
-                check_techniques(&techniques, &self.attack_version)?;
-                if Some(&name) == self.name.as_ref() && techniques == self.techniques {
-                    return Ok(());
-                }
-                E::DetectionUpdated { name, techniques }
+        let events = match command {
+            C::Register { .. } | C::AtVersion { .. } => {
+                return Err(DetectionError::Rule("a command cannot be nested here".into()));
             }
-            C::ChangeScope {
+            C::Update {
+                name,
+                techniques,
                 scope,
-                org_features,
-                cheapest_with_org_features,
-            } => {
-                org_gate(&scope, org_features, cheapest_with_org_features)?;
-                let from = self.scope.clone().expect("registered");
-                if from == scope {
-                    return Ok(());
-                }
-                E::DetectionScopeChanged { from, to: scope }
-            }
-            C::Disable if self.status == DetectionStatus::Disabled => return Ok(()),
-            C::Disable => E::DetectionDisabled,
-            C::Enable if self.status == DetectionStatus::Enabled => return Ok(()),
-            C::Enable => E::DetectionEnabled,
-            C::Retire => E::DetectionRetired,
+            } => self.update(name, techniques, scope)?,
+            C::Disable if self.status == DetectionStatus::Disabled => vec![],
+            C::Disable => vec![E::DetectionDisabled],
+            C::Enable if self.status == DetectionStatus::Enabled => vec![],
+            C::Enable => vec![E::DetectionEnabled],
+            C::Retire => vec![E::DetectionRetired],
         };
-        sink.write(event, self).await;
+        for event in events {
+            sink.write(event, self).await;
+        }
         Ok(())
     }
 

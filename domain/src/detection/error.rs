@@ -8,6 +8,8 @@ pub enum DetectionError {
     NotFound,
     #[error("the detection is already registered")]
     AlreadyRegistered,
+    #[error("the detection is at version {actual}, not {expected}")]
+    VersionMismatch { expected: u64, actual: u64 },
     #[error("the detection is retired")]
     Retired,
     #[error("{0}")]

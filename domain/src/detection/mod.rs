@@ -10,7 +10,7 @@ mod tests;
 
 pub use aggregate::{
     DerivedFrom, Detection, DetectionCommand, DetectionEvent, DetectionScope, DetectionSource, DetectionStatus,
-    Techniques,
+    ScopeChange, Techniques,
 };
 pub use error::DetectionError;
 

@@ -132,40 +132,114 @@ fn a_detection_is_registered_once() {
 fn techniques_and_confidences_are_updated() {
     detections()
         .given(vec![registered(account_scope())])
-        .when(DetectionCommand::Update {
-            name: None,
-            techniques: Some(techniques(&[("T1078.004", 0.5), ("T1530", 0.6)])),
-        })
+        .when(update(
+            None,
+            Some(techniques(&[("T1078.004", 0.5), ("T1530", 0.6)])),
+            None,
+        ))
         .then_expect_events(vec![DetectionEvent::DetectionUpdated {
             name: Name::parse("Root login").unwrap(),
             techniques: techniques(&[("T1078.004", 0.5), ("T1530", 0.6)]),
         }]);
 }
 
+fn change_scope(scope: DetectionScope, org_features: bool) -> Option<ScopeChange> {
+    Some(ScopeChange {
+        scope,
+        org_features,
+        cheapest_with_org_features: Tier::Pro,
+    })
+}
+
+fn update(name: Option<&str>, techniques: Option<Techniques>, scope: Option<ScopeChange>) -> DetectionCommand {
+    DetectionCommand::Update {
+        name: name.map(|n| Name::parse(n).unwrap()),
+        techniques,
+        scope,
+    }
+}
+
 #[test]
 fn changing_scope_to_the_organization_is_gated_and_recorded() {
     detections()
         .given(vec![registered(account_scope())])
-        .when(DetectionCommand::ChangeScope {
-            scope: org_scope(None),
-            org_features: false,
-            cheapest_with_org_features: Tier::Pro,
-        })
+        .when(update(None, None, change_scope(org_scope(None), false)))
         .then_expect_error(DetectionError::FeatureNotInPlan {
             feature: "organization-scoped detections",
             required_tier: Tier::Pro,
         });
     detections()
         .given(vec![registered(account_scope())])
-        .when(DetectionCommand::ChangeScope {
-            scope: org_scope(None),
-            org_features: true,
-            cheapest_with_org_features: Tier::Pro,
-        })
+        .when(update(None, None, change_scope(org_scope(None), true)))
         .then_expect_events(vec![DetectionEvent::DetectionScopeChanged {
             from: account_scope(),
             to: org_scope(None),
         }]);
+}
+
+#[test]
+fn a_change_is_recorded_whole_or_not_at_all() {
+    // New techniques with a scope the plan refuses: nothing is recorded.
+    detections()
+        .given(vec![registered(account_scope())])
+        .when(update(
+            None,
+            Some(techniques(&[("T1530", 0.9)])),
+            change_scope(org_scope(None), false),
+        ))
+        .then_expect_error(DetectionError::FeatureNotInPlan {
+            feature: "organization-scoped detections",
+            required_tier: Tier::Pro,
+        });
+    // Allowed: both parts, in one append.
+    detections()
+        .given(vec![registered(account_scope())])
+        .when(update(
+            None,
+            Some(techniques(&[("T1530", 0.9)])),
+            change_scope(org_scope(Some(&["111111111111"])), true),
+        ))
+        .then_expect_events(vec![
+            DetectionEvent::DetectionUpdated {
+                name: Name::parse("Root login").unwrap(),
+                techniques: techniques(&[("T1530", 0.9)]),
+            },
+            DetectionEvent::DetectionScopeChanged {
+                from: account_scope(),
+                to: org_scope(Some(&["111111111111"])),
+            },
+        ]);
+}
+
+#[test]
+fn an_empty_technique_list_is_refused_but_a_rename_keeps_the_techniques() {
+    detections()
+        .given(vec![registered(account_scope())])
+        .when(update(None, Some(Techniques::new()), None))
+        .then_expect_error(DetectionError::Rule("name at least one technique".into()));
+    detections()
+        .given(vec![registered(account_scope())])
+        .when(update(Some("Root console login"), None, None))
+        .then_expect_events(vec![DetectionEvent::DetectionUpdated {
+            name: Name::parse("Root console login").unwrap(),
+            techniques: techniques(&[("T1078.004", 0.9)]),
+        }]);
+}
+
+#[test]
+fn a_command_at_a_stale_version_is_refused() {
+    let at = |version| DetectionCommand::AtVersion {
+        version,
+        command: Box::new(DetectionCommand::Disable),
+    };
+    detections()
+        .given(vec![registered(account_scope()), DetectionEvent::DetectionDisabled])
+        .when(at(1))
+        .then_expect_error(DetectionError::VersionMismatch { expected: 1, actual: 2 });
+    detections()
+        .given(vec![registered(account_scope()), DetectionEvent::DetectionEnabled])
+        .when(at(2))
+        .then_expect_events(vec![DetectionEvent::DetectionDisabled]);
 }
 
 #[test]
