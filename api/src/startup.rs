@@ -357,6 +357,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(coverage::account_layer))
         .routes(routes!(coverage::organization))
         .routes(routes!(coverage::snapshots))
+        .routes(routes!(coverage::account_snapshots))
         .routes(routes!(coverage::organization_layer))
         .routes(routes!(admin_billing::list_subscriptions))
         .routes(routes!(admin_billing::mrr))

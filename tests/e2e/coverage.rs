@@ -266,7 +266,8 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     let snapshots_path = format!("{t}/coverage/organizations/{org}/snapshots");
     let before = ok(&app, &tenant, &snapshots_path).await;
     let changes = |s: &Value| {
-        s.as_array()
+        s["items"]
+            .as_array()
             .unwrap()
             .iter()
             .filter(|x| x["kind"] == "change")
@@ -302,7 +303,46 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
         &format!("{snapshots_path}?from=2020-01-01T00:00:00Z&to=2020-12-31T00:00:00Z"),
     )
     .await;
-    assert_eq!(none, json!([]));
+    assert_eq!(none, json!({"items": [], "next_cursor": null}));
+    // Page by page (two at a time), the same history in the same order.
+    let mut paged = vec![];
+    let mut next = format!("{snapshots_path}?limit=2");
+    loop {
+        let page = ok(&app, &tenant, &next).await;
+        assert!(page["items"].as_array().unwrap().len() <= 2);
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("{snapshots_path}?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(Value::from(paged), after["items"]);
+    assert!(after["items"].as_array().unwrap().len() > 2, "more than one page");
+    for bad in ["limit=0", "limit=501", "cursor=nonsense", "cursor=1.2.weekly"] {
+        let response = app.get(&format!("{snapshots_path}?{bad}"), &tenant.key).await;
+        expect_status(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    // An account's own history: web-1 lost GuardDuty's techniques.
+    let web_history = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/accounts/{}/snapshots?limit=500", id("web-1")),
+    )
+    .await;
+    let web_changes = changes(&web_history);
+    let newest_web = web_changes.last().unwrap();
+    assert_eq!(newest_web["position"], newest["position"], "the same event moved both");
+    assert_eq!(newest_web["figures"]["covered"], (&web_own | &config).len());
+    assert!(
+        web_changes.iter().any(|s| s["figures"]["covered"] == web_covered.len()),
+        "the figures before the change are kept"
+    );
+    expect_status(
+        app.get(&format!("{t}/coverage/accounts/999999999999/snapshots"), &tenant.key)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let coverage = ok(&app, &tenant, &format!("{t}/coverage/organizations/{org}")).await;
     assert_eq!(strings(&coverage["minimum"]["techniques"]), config);
     assert_eq!(coverage["org_detection_count"], 3);
@@ -475,7 +515,14 @@ async fn snapshots_are_taken_daily_and_pruned_to_the_tiers_retention() {
     .await;
     let t = format!("/v1/tenants/{}", tenant.id);
     let snapshots_path = format!("{t}/coverage/organizations/{org}/snapshots");
-    let kinds = |s: &Value, kind: &str| s.as_array().unwrap().iter().filter(|x| x["kind"] == kind).count();
+    let kinds = |s: &Value, kind: &str| {
+        s["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == kind)
+            .count()
+    };
     // The change snapshots of today, and the first daily one.
     let today = wait_for(&app, &tenant, &snapshots_path, |s| kinds(s, "daily") == 1).await;
     assert!(kinds(&today, "change") >= 1);
@@ -492,7 +539,7 @@ async fn snapshots_are_taken_daily_and_pruned_to_the_tiers_retention() {
         |s| kinds(s, "change") == 0 && kinds(s, "daily") == 2,
     )
     .await;
-    let times: Vec<chrono::DateTime<chrono::Utc>> = later
+    let times: Vec<chrono::DateTime<chrono::Utc>> = later["items"]
         .as_array()
         .unwrap()
         .iter()

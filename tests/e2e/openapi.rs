@@ -105,6 +105,10 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ),
         (
             "get",
+            "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}/snapshots",
+        ),
+        (
+            "get",
             "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/navigator-layer",
         ),
     ];

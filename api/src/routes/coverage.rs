@@ -1,9 +1,11 @@
 //! ATT&CK coverage queries over the coverage read models: per account (with
 //! what its organization contributes), per organization or subtree (union,
-//! minimum, per account, per tactic), snapshot history, and ATT&CK Navigator
+//! minimum, per account, per tactic), snapshot history of accounts and
+//! organizations (a page at a time), and ATT&CK Navigator
 //! layers (format 4.5). The denominator is the catalog's techniques and
 //! sub-techniques for a platform set (default: the cloud platforms).
 
+use super::{Page, limit, page};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
@@ -193,21 +195,6 @@ pub struct OrganizationCoverage {
     pub as_of_position: i64,
 }
 
-/// The tenant's organization, or 404.
-async fn organization_of(state: &AppState, tenant_id: Uuid, org_id: Uuid) -> ApiResult<()> {
-    let ours: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cloud_organizations WHERE id = $1 AND tenant_id = $2)")
-            .bind(org_id)
-            .bind(tenant_id)
-            .fetch_one(&state.pool)
-            .await?;
-    if ours {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("cloud organization".into()))
-    }
-}
-
 async fn organization_rows(
     state: &AppState,
     tenant_id: Uuid,
@@ -272,7 +259,7 @@ pub async fn organization(
 ) -> ApiResult<Json<OrganizationCoverage>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let platforms = platforms(query.platforms.as_deref())?;
-    organization_of(&state, tenant_id, org_id).await?;
+    super::cloud_organizations::organization_of(&state, tenant_id, org_id).await?;
     let as_of_position = as_of(&state).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
     let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
@@ -326,6 +313,10 @@ pub struct SnapshotQuery {
     pub from: Option<DateTime<Utc>>,
     /// RFC 3339; default: no end.
     pub to: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -339,40 +330,118 @@ pub struct Snapshot {
     pub figures: Value,
 }
 
-/// The organization's coverage snapshots in a time range, oldest first
-/// (members). History older than the tier's retention is pruned.
-#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/snapshots", tag = "coverage",
-    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), SnapshotQuery), security(("api_key" = [])),
-    responses((status = 200, body = Vec<Snapshot>)))]
-pub async fn snapshots(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
-    ApiQuery(query): ApiQuery<SnapshotQuery>,
-) -> ApiResult<Json<Vec<Snapshot>>> {
-    principal.in_tenant(tenant_id, &state, &headers).await?;
-    organization_of(&state, tenant_id, org_id).await?;
+/// Where a page of snapshots ended: (taken_at in µs, position, kind).
+fn snapshot_cursor(snapshot: &Snapshot) -> String {
+    format!(
+        "{}.{}.{}",
+        snapshot.taken_at.timestamp_micros(),
+        snapshot.position,
+        snapshot.kind
+    )
+}
+
+fn parse_snapshot_cursor(cursor: &str) -> ApiResult<(DateTime<Utc>, i64, String)> {
+    let invalid = || ApiError::validation("cursor", "is not a cursor this API returned");
+    let mut parts = cursor.splitn(3, '.');
+    let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+    let position: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+    let kind = parts
+        .next()
+        .filter(|k| ["change", "daily"].contains(k))
+        .ok_or_else(invalid)?;
+    let taken_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    Ok((taken_at, position, kind.to_owned()))
+}
+
+/// One account's or organization's snapshots in a time range, oldest first,
+/// a page at a time (`scope_id` is already known to be the tenant's).
+async fn snapshot_page(
+    state: &AppState,
+    tenant_id: Uuid,
+    scope: &str,
+    scope_id: &str,
+    query: SnapshotQuery,
+) -> ApiResult<Page<Snapshot>> {
     let from = query
         .from
         .unwrap_or_else(|| query.to.unwrap_or_else(|| state.clock.now()) - chrono::Duration::days(30));
     if query.to.is_some_and(|to| from > to) {
         return Err(ApiError::validation("from", "must not be after to"));
     }
+    let limit = limit(query.limit)?;
+    let after = query.cursor.as_deref().map(parse_snapshot_cursor).transpose()?;
+    let (after_at, after_position, after_kind) = match after {
+        Some((at, position, kind)) => (Some(at), Some(position), Some(kind)),
+        None => (None, None, None),
+    };
     let rows: Vec<Snapshot> = sqlx::query_as(
         "SELECT taken_at, kind, position, attack_version, figures FROM (
                 SELECT * FROM coverage_snapshots UNION ALL SELECT * FROM coverage_daily_snapshots) s
-          WHERE tenant_id = $1 AND scope = 'organization' AND scope_id = $2 AND taken_at >= $3
-            AND ($4::timestamptz IS NULL OR taken_at <= $4)
-          ORDER BY taken_at, position, kind LIMIT 10000",
+          WHERE tenant_id = $1 AND scope = $2 AND scope_id = $3 AND taken_at >= $4
+            AND ($5::timestamptz IS NULL OR taken_at <= $5)
+            AND ($6::timestamptz IS NULL OR (taken_at, position, kind) > ($6, $7, $8))
+          ORDER BY taken_at, position, kind LIMIT $9",
     )
     .bind(tenant_id)
-    .bind(org_id.to_string())
+    .bind(scope)
+    .bind(scope_id)
     .bind(from)
     .bind(query.to)
+    .bind(after_at)
+    .bind(after_position)
+    .bind(after_kind)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(rows))
+    let (items, next_cursor) = page(rows, limit, snapshot_cursor);
+    Ok(Page { items, next_cursor })
+}
+
+/// The organization's coverage snapshots in a time range, oldest first, a
+/// page at a time (members). History older than the tier's retention is
+/// pruned.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/snapshots", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), SnapshotQuery), security(("api_key" = [])),
+    responses((status = 200, body = Page<Snapshot>), (status = 404, body = crate::error::Problem)))]
+pub async fn snapshots(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<SnapshotQuery>,
+) -> ApiResult<Json<Page<Snapshot>>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    super::cloud_organizations::organization_of(&state, tenant_id, org_id).await?;
+    let page = snapshot_page(&state, tenant_id, "organization", &org_id.to_string(), query).await?;
+    Ok(Json(page))
+}
+
+/// One account's coverage snapshots in a time range, oldest first, a page at
+/// a time (members): also for an account no longer connected, whose history
+/// stays until the tier's retention prunes it.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}/snapshots", tag = "coverage",
+    params(("tenant_id" = Uuid, Path), ("account_id" = String, Path), SnapshotQuery), security(("api_key" = [])),
+    responses((status = 200, body = Page<Snapshot>), (status = 404, body = crate::error::Problem)))]
+pub async fn account_snapshots(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiQuery(query): ApiQuery<SnapshotQuery>,
+) -> ApiResult<Json<Page<Snapshot>>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let account_id = AwsAccountId::parse(&account_id)?;
+    let ours: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cloud_accounts WHERE tenant_id = $1 AND account_id = $2)")
+            .bind(tenant_id)
+            .bind(account_id.as_str())
+            .fetch_one(&state.pool)
+            .await?;
+    if !ours {
+        return Err(ApiError::NotFound("cloud account".into()));
+    }
+    let page = snapshot_page(&state, tenant_id, "account", account_id.as_str(), query).await?;
+    Ok(Json(page))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -535,7 +604,7 @@ pub async fn organization_layer(
         Some("minimum") => true,
         Some(_) => return Err(ApiError::validation("view", "must be union or minimum")),
     };
-    organization_of(&state, tenant_id, org_id).await?;
+    super::cloud_organizations::organization_of(&state, tenant_id, org_id).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
     let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
     let catalog = attack::latest();
