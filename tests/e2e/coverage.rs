@@ -405,7 +405,11 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     let theirs = format!("/v1/tenants/{}", other.id);
     for path in [
         format!("{theirs}/coverage/organizations/{org}"),
+        format!("{theirs}/coverage/organizations/{org}/snapshots"),
+        format!("{theirs}/coverage/organizations/{org}/navigator-layer"),
         format!("{theirs}/coverage/accounts/{}", id("web-1")),
+        format!("{theirs}/coverage/accounts/{}/snapshots", id("web-1")),
+        format!("{theirs}/coverage/accounts/{}/navigator-layer", id("web-1")),
         format!("{theirs}/detections/{guardduty_id}"),
     ] {
         assert_eq!(
@@ -414,6 +418,17 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
             "{path}"
         );
     }
+    // Nor can it change this tenant's detection through its own tenant.
+    let events = app.event_count().await;
+    let detection = format!("{theirs}/detections/{guardduty_id}");
+    for response in [
+        app.patch(&detection, &other.key, json!({"name": "Taken over"})).await,
+        app.post(&format!("{detection}/disable"), &other.key, json!({})).await,
+        app.delete(&detection, &other.key).await,
+    ] {
+        expect_status(response, StatusCode::NOT_FOUND).await;
+    }
+    assert_eq!(app.event_count().await, events, "nothing written");
 
     // GuardDuty's administrator is deregistered: re-discovery retires its
     // detection; registered again, the source gets a new detection.
