@@ -321,7 +321,7 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         StatusCode::OK,
     )
     .await;
-    let members: Vec<(&str, &str)> = production
+    let members: Vec<(&str, &str)> = production["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -341,6 +341,36 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
             ),
         ]
     );
+    // The whole list a page at a time (two per page): the same members in
+    // the same order, by path then account id.
+    let everyone = expect_status(
+        app.get(&format!("{base}/members?limit=500"), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(everyone["next_cursor"].is_null());
+    let mut paged = vec![];
+    let mut next = format!("{base}/members?limit=2");
+    loop {
+        let page = expect_status(app.get(&next, &tenant.key).await, StatusCode::OK).await;
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("{base}/members?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(Value::from(paged), everyone["items"]);
+    assert_eq!(everyone["items"].as_array().unwrap().len(), 5);
+    for bad in [
+        "status=active",
+        "aws_status=active",
+        "cursor=zz",
+        "cursor=6869",
+        "limit=501",
+    ] {
+        let response = app.get(&format!("{base}/members?{bad}"), &tenant.key).await;
+        expect_status(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
     let listed = expect_status(
         app.get(&format!("/v1/tenants/{}/cloud-organizations", tenant.id), &tenant.key)
             .await,
@@ -376,7 +406,7 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         StatusCode::OK,
     )
     .await;
-    assert_eq!(sandbox.as_array().unwrap().len(), 2);
+    assert_eq!(sandbox["items"].as_array().unwrap().len(), 2);
     let found: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MemberAccountFound'")
         .fetch_one(&app.pool)
         .await
@@ -423,7 +453,7 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         StatusCode::OK,
     )
     .await;
-    assert_eq!(lifecycles.as_array().unwrap().len(), 2);
+    assert_eq!(lifecycles["items"].as_array().unwrap().len(), 2);
     let accounts = expect_status(
         app.get(
             &format!("/v1/tenants/{}/cloud-accounts?environment=staging", tenant.id),
@@ -458,7 +488,7 @@ async fn discovery_records_the_hierarchy_with_paths_and_rediscovery_records_move
         StatusCode::OK,
     )
     .await;
-    assert_eq!(web.as_array().unwrap().len(), 1);
+    assert_eq!(web["items"].as_array().unwrap().len(), 1);
     let sandbox = expect_status(
         app.post(
             &format!("{base}/members/connect"),
@@ -592,7 +622,7 @@ async fn discovery_records_delegated_admins_scps_and_organization_sources_exactl
         StatusCode::OK,
     )
     .await;
-    assert_eq!(suspended[0]["account_id"], accounts["sandbox-1"]);
+    assert_eq!(suspended["items"][0]["account_id"], accounts["sandbox-1"]);
     // A suspended account is recorded but cannot be connected.
     let refused = expect_status(
         app.post(
@@ -679,7 +709,10 @@ async fn throttling_is_retried_and_an_unreadable_subtree_or_source_gives_partial
         StatusCode::OK,
     )
     .await;
-    assert_eq!(sandbox_members[0]["account_id"], built["accounts"]["sandbox-1"]);
+    assert_eq!(
+        sandbox_members["items"][0]["account_id"],
+        built["accounts"]["sandbox-1"]
+    );
 
     // Everything readable again: connected.
     proxy.faults(json!({})).await;
@@ -733,9 +766,9 @@ async fn the_organization_status_follows_the_selected_members_connections() {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(failed[0]["account_id"], accounts["api-1"]);
+    assert_eq!(failed["items"][0]["account_id"], accounts["api-1"]);
     assert!(
-        failed[0]["status_reason"]
+        failed["items"][0]["status_reason"]
             .as_str()
             .unwrap()
             .starts_with("AccessDenied: User is not authorized to perform: sts:AssumeRole"),

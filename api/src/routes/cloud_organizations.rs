@@ -323,21 +323,66 @@ pub struct MemberQuery {
     pub status: Option<String>,
     /// AWS status, e.g. ACTIVE or SUSPENDED.
     pub aws_status: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
 }
 
-/// The organization's discovered member accounts (members).
+const LIFECYCLES: [&str; 4] = ["discovered", "connecting", "connected", "error"];
+
+/// Members are listed by (path, account id); the cursor is that pair, hex
+/// encoded (paths hold any character an OU name may).
+fn member_cursor(member: &MemberView) -> String {
+    hex::encode(format!("{}\n{}", member.path, member.account_id))
+}
+
+fn parse_member_cursor(cursor: &str) -> ApiResult<(String, String)> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (path, account) = text.rsplit_once('\n')?;
+            AwsAccountId::parse(account).ok()?;
+            Some((path.to_owned(), account.to_owned()))
+        })
+        .ok_or_else(|| crate::error::ApiError::validation("cursor", "is not a cursor this API returned"))
+}
+
+/// The organization's discovered member accounts by path, a page at a time
+/// (members).
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/members", tag = "cloud",
     params(("tenant_id" = Uuid, Path), ("org_id" = Uuid, Path), MemberQuery), security(("api_key" = [])),
-    responses((status = 200, body = Vec<MemberView>)))]
+    responses((status = 200, body = Page<MemberView>)))]
 pub async fn members(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
     ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
     ApiQuery(query): ApiQuery<MemberQuery>,
-) -> ApiResult<Json<Vec<MemberView>>> {
+) -> ApiResult<Json<Page<MemberView>>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     organization_of(&state, tenant_id, org_id).await?;
+    let mut fields = Fields::default();
+    if let Some(status) = query.status.as_deref()
+        && !LIFECYCLES.contains(&status)
+    {
+        fields.check::<(), _>("status", Err("must be discovered, connecting, connected or error"));
+    }
+    if let Some(aws_status) = query.aws_status.as_deref()
+        && (aws_status.is_empty() || !aws_status.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    {
+        fields.check::<(), _>(
+            "aws_status",
+            Err("must be an AWS account status such as ACTIVE or SUSPENDED"),
+        );
+    }
+    fields.finish()?;
+    let limit = limit(query.limit)?;
+    let (after_path, after_account) = match query.cursor.as_deref().map(parse_member_cursor).transpose()? {
+        Some((path, account)) => (Some(path), Some(account)),
+        None => (None, None),
+    };
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
     let rows: Vec<MemberView> = sqlx::query_as(
         "SELECT account_id, name, email, aws_status, parent_id, path, path_ids, lifecycle, status_reason
@@ -346,15 +391,21 @@ pub async fn members(
             AND ($2::text IS NULL OR path = $2 OR starts_with(path, $2 || '/'))
             AND ($3::text IS NULL OR lifecycle = $3)
             AND ($4::text IS NULL OR aws_status = $4)
-          ORDER BY path, account_id",
+            AND ($5::text IS NULL OR (path, account_id) > ($5, $6))
+          ORDER BY path, account_id
+          LIMIT $7",
     )
     .bind(org_id)
     .bind(prefix)
     .bind(query.status)
     .bind(query.aws_status)
+    .bind(after_path)
+    .bind(after_account)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(rows))
+    let (items, next_cursor) = page(rows, limit, member_cursor);
+    Ok(Json(Page { items, next_cursor }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
