@@ -65,14 +65,6 @@ fn ids(set: &TechniqueSet) -> Vec<String> {
         .collect()
 }
 
-async fn as_of(state: &AppState) -> ApiResult<i64> {
-    let position: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'coverage'")
-            .fetch_optional(&state.pool)
-            .await?;
-    Ok(position.unwrap_or(0))
-}
-
 #[derive(sqlx::FromRow)]
 struct AccountRow {
     account_id: String,
@@ -92,18 +84,31 @@ impl AccountRow {
     }
 }
 
-async fn account_row(state: &AppState, tenant_id: Uuid, account_id: &str) -> ApiResult<AccountRow> {
+/// The checkpoint of the coverage read model, as a scalar subquery: read in
+/// the same statement as the figures, it is exactly the position they show.
+const AS_OF: &str = "(SELECT position FROM subscriber_checkpoints WHERE name = 'coverage')";
+
+/// One connected account's row and the position it reflects.
+async fn account_row(state: &AppState, tenant_id: Uuid, account_id: &str) -> ApiResult<(AccountRow, i64)> {
     AwsAccountId::parse(account_id)?;
-    let row: Option<AccountRow> = sqlx::query_as(
-        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path FROM coverage_accounts c
+    #[derive(sqlx::FromRow)]
+    struct Read {
+        #[sqlx(flatten)]
+        row: AccountRow,
+        as_of: Option<i64>,
+    }
+    let read: Option<Read> = sqlx::query_as(&format!(
+        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path, {AS_OF} AS as_of
+           FROM coverage_accounts c
            LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
-          WHERE c.tenant_id = $1 AND c.account_id = $2",
-    )
+          WHERE c.tenant_id = $1 AND c.account_id = $2"
+    ))
     .bind(tenant_id)
     .bind(account_id)
     .fetch_optional(&state.pool)
     .await?;
-    row.ok_or_else(|| ApiError::NotFound("connected account".into()))
+    read.map(|r| (r.row, r.as_of.unwrap_or(0)))
+        .ok_or_else(|| ApiError::NotFound("connected account".into()))
 }
 
 /// One connected account's coverage: its own detections and those it
@@ -120,8 +125,7 @@ pub async fn account(
 ) -> ApiResult<Json<AccountCoverage>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let platforms = platforms(query.platforms.as_deref())?;
-    let as_of_position = as_of(&state).await?;
-    let row = account_row(&state, tenant_id, &account_id).await?;
+    let (row, as_of_position) = account_row(&state, tenant_id, &account_id).await?;
     let catalog = attack::latest();
     let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
     Ok(Json(AccountCoverage {
@@ -195,24 +199,65 @@ pub struct OrganizationCoverage {
     pub as_of_position: i64,
 }
 
-async fn organization_rows(
+/// An organization's (or subtree's) connected accounts, with the position
+/// they reflect and the organization's enabled detections, all from one
+/// statement (one snapshot).
+struct OrganizationRead {
+    rows: Vec<AccountRow>,
+    as_of_position: i64,
+    org_detection_count: i64,
+}
+
+/// 404 unless the organization is the tenant's: a row of the tenant's
+/// accounts in it proves that; with none, it is looked up.
+async fn read_organization(
     state: &AppState,
     tenant_id: Uuid,
     org_id: Uuid,
     path_prefix: Option<&str>,
-) -> ApiResult<Vec<AccountRow>> {
-    Ok(sqlx::query_as(
-        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path FROM coverage_accounts c
+) -> ApiResult<OrganizationRead> {
+    const DETECTIONS: &str = "(SELECT count(*) FROM detections
+                                WHERE organization_id = $2 AND scope_type = 'organization' AND status = 'enabled')";
+    #[derive(sqlx::FromRow)]
+    struct Read {
+        #[sqlx(flatten)]
+        row: AccountRow,
+        as_of: Option<i64>,
+        org_detections: i64,
+    }
+    let read: Vec<Read> = sqlx::query_as(&format!(
+        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path,
+                {AS_OF} AS as_of, {DETECTIONS} AS org_detections
+           FROM coverage_accounts c
            LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
           WHERE c.tenant_id = $1 AND c.organization_id = $2
             AND ($3::text IS NULL OR m.path = $3 OR starts_with(m.path, $3 || '/'))
-          ORDER BY c.account_id",
-    )
+          ORDER BY c.account_id"
+    ))
     .bind(tenant_id)
     .bind(org_id)
     .bind(path_prefix)
     .fetch_all(&state.pool)
-    .await?)
+    .await?;
+    if let Some(first) = read.first() {
+        let (as_of_position, org_detection_count) = (first.as_of.unwrap_or(0), first.org_detections);
+        return Ok(OrganizationRead {
+            rows: read.into_iter().map(|r| r.row).collect(),
+            as_of_position,
+            org_detection_count,
+        });
+    }
+    super::cloud_organizations::organization_of(state, tenant_id, org_id).await?;
+    let (as_of, org_detection_count): (Option<i64>, i64) =
+        sqlx::query_as(&format!("SELECT {AS_OF}, {}", DETECTIONS.replace("$2", "$1")))
+            .bind(org_id)
+            .fetch_one(&state.pool)
+            .await?;
+    Ok(OrganizationRead {
+        rows: vec![],
+        as_of_position: as_of.unwrap_or(0),
+        org_detection_count,
+    })
 }
 
 fn figure(set: &TechniqueSet, denominator: usize) -> Figure {
@@ -259,16 +304,12 @@ pub async fn organization(
 ) -> ApiResult<Json<OrganizationCoverage>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let platforms = platforms(query.platforms.as_deref())?;
-    super::cloud_organizations::organization_of(&state, tenant_id, org_id).await?;
-    let as_of_position = as_of(&state).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
-    let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
-    let org_detection_count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM detections WHERE organization_id = $1 AND scope_type = 'organization' AND status = 'enabled'",
-    )
-    .bind(org_id)
-    .fetch_one(&state.pool)
-    .await?;
+    let OrganizationRead {
+        rows,
+        as_of_position,
+        org_detection_count,
+    } = read_organization(&state, tenant_id, org_id, prefix.as_deref()).await?;
     let catalog = attack::latest();
     let denominator = catalog.denominator_set(&platforms);
     let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
@@ -562,7 +603,7 @@ pub async fn account_layer(
 ) -> ApiResult<Json<Value>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let platforms = platforms(query.platforms.as_deref())?;
-    let row = account_row(&state, tenant_id, &account_id).await?;
+    let (row, _) = account_row(&state, tenant_id, &account_id).await?;
     let catalog = attack::latest();
     let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
     let covering = covering(&state, tenant_id, std::slice::from_ref(&row)).await?;
@@ -604,9 +645,10 @@ pub async fn organization_layer(
         Some("minimum") => true,
         Some(_) => return Err(ApiError::validation("view", "must be union or minimum")),
     };
-    super::cloud_organizations::organization_of(&state, tenant_id, org_id).await?;
     let prefix = query.path_prefix.map(|p| p.trim_end_matches('/').to_owned());
-    let rows = organization_rows(&state, tenant_id, org_id, prefix.as_deref()).await?;
+    let rows = read_organization(&state, tenant_id, org_id, prefix.as_deref())
+        .await?
+        .rows;
     let catalog = attack::latest();
     let denominator = catalog.denominator_set(&platforms);
     let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
