@@ -46,6 +46,13 @@ impl Subscriber for Coverage {
     }
 
     async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        // Plan each lookup for the tables as they are now: a plan cached
+        // while `detections` was nearly empty (a sequential scan) would
+        // otherwise serve it at 10,000 rows until autovacuum next analyzes
+        // it (measured: 1.3–1.6 ms a lookup instead of 0.03 ms).
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *conn)
+            .await?;
         let mut batch = Batch::default();
         for event in events {
             match event.aggregate_type.as_str() {

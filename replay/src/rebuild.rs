@@ -63,10 +63,16 @@ fn rebuildable(subscribers: Vec<Arc<dyn Subscriber>>) -> Vec<Arc<dyn Subscriber>
     subscribers.into_iter().filter(|s| s.rebuildable()).collect()
 }
 
-/// A pool whose connections see the shadow schema first.
+/// A pool whose connections see the shadow schema first. Its statements are
+/// planned on every execution: the shadow tables grow from empty inside each
+/// batch's transaction, and a plan cached while a table was empty (a
+/// sequential scan) would otherwise serve it at every size.
 async fn shadow_pool(pool: &PgPool) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = (*pool.connect_options()).clone();
-    let options = options.options([("search_path", format!("{SHADOW_SCHEMA},public"))]);
+    let options = options.options([
+        ("search_path", format!("{SHADOW_SCHEMA},public")),
+        ("plan_cache_mode", "force_custom_plan".to_owned()),
+    ]);
     PgPoolOptions::new()
         .max_connections(4)
         .connect_with(options)
@@ -195,6 +201,16 @@ async fn build_shadow(
         report,
     )
     .await?;
+    // The shadow tables were filled from empty inside a few transactions:
+    // without statistics the planner would keep planning for empty tables
+    // once they are live.
+    for subscriber in subscribers {
+        for table in subscriber.tables() {
+            sqlx::query(&format!("ANALYZE {SHADOW_SCHEMA}.{table}"))
+                .execute(&shadow)
+                .await?;
+        }
+    }
     let read = events.iter().copied().max().unwrap_or(0);
     Ok((shadow, read, started))
 }
