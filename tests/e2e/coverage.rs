@@ -243,6 +243,18 @@ async fn coverage_of_accounts_and_organizations_with_inheritance_snapshots_and_l
     assert_eq!(in_api, set(&[&id("api-1"), &id("api-2")]));
     assert_eq!(strings(&api["union"]["techniques"]), with_exfiltration);
     assert_eq!(strings(&api["minimum"]["techniques"]), org_set);
+    // A subtree without a connected account: nothing covered, but the
+    // organization's detections and the position are still reported.
+    let nowhere = ok(
+        &app,
+        &tenant,
+        &format!("{t}/coverage/organizations/{org}?path_prefix=Root/Nowhere"),
+    )
+    .await;
+    assert_eq!(nowhere["accounts"], json!([]));
+    assert_eq!(nowhere["union"]["covered"], 0);
+    assert_eq!(nowhere["org_detection_count"], coverage["org_detection_count"]);
+    assert!(nowhere["as_of_position"].as_i64().unwrap() >= coverage["as_of_position"].as_i64().unwrap());
     // Another platform set: IaaS only.
     let iaas = ok(
         &app,

@@ -209,7 +209,7 @@ struct OrganizationRead {
 }
 
 /// 404 unless the organization is the tenant's: a row of the tenant's
-/// accounts in it proves that; with none, it is looked up.
+/// accounts in it proves that; with none, the organization is read.
 async fn read_organization(
     state: &AppState,
     tenant_id: Uuid,
@@ -247,12 +247,15 @@ async fn read_organization(
             org_detection_count,
         });
     }
-    super::cloud_organizations::organization_of(state, tenant_id, org_id).await?;
-    let (as_of, org_detection_count): (Option<i64>, i64) =
-        sqlx::query_as(&format!("SELECT {AS_OF}, {}", DETECTIONS.replace("$2", "$1")))
-            .bind(org_id)
-            .fetch_one(&state.pool)
-            .await?;
+    // No account to show: the organization itself proves it is the tenant's.
+    let found: Option<(Option<i64>, i64)> = sqlx::query_as(&format!(
+        "SELECT {AS_OF}, {DETECTIONS} FROM cloud_organizations WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(org_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (as_of, org_detection_count) = found.ok_or_else(|| ApiError::NotFound("cloud organization".into()))?;
     Ok(OrganizationRead {
         rows: vec![],
         as_of_position: as_of.unwrap_or(0),
