@@ -9,8 +9,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use coverwatch_commands::CommandMetadata;
 use coverwatch_commands::secrets::{parse_api_key, sha256_hex};
+use coverwatch_domain::ids::{ApiKeyId, MemberId, TenantId};
 use coverwatch_domain::tenant::Actor;
 use coverwatch_domain::values::Role;
+use coverwatch_projections::directory::queries;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use uuid::Uuid;
@@ -27,10 +29,10 @@ pub enum Principal {
 /// A member acting in its tenant (possibly impersonated by the platform admin).
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub tenant_id: Uuid,
-    pub member_id: Uuid,
+    pub tenant_id: TenantId,
+    pub member_id: MemberId,
     pub role: Role,
-    pub key_id: Option<Uuid>,
+    pub key_id: Option<ApiKeyId>,
     pub impersonated_by: Option<String>,
 }
 
@@ -80,29 +82,6 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-type KeyHolder = (Uuid, Uuid, String, String, String, String);
-
-/// The key's tenant, member, hash, role and statuses. The only query joining
-/// several read-model tables: if a rebuild's table switch picks it as a
-/// deadlock victim, it is read-only and simply asked again.
-async fn key_holder(state: &AppState, key_id: Uuid) -> Result<Option<KeyHolder>, sqlx::Error> {
-    let query = || {
-        sqlx::query_as::<_, KeyHolder>(
-            "SELECT k.tenant_id, k.member_id, k.secret_hash, m.role, m.status, t.status
-               FROM api_keys k
-               JOIN members m ON m.id = k.member_id
-               JOIN tenants t ON t.id = k.tenant_id
-              WHERE k.id = $1 AND k.revoked_at IS NULL",
-        )
-        .bind(key_id)
-        .fetch_optional(&state.pool)
-    };
-    match query().await {
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40P01") => query().await,
-        other => other,
-    }
-}
-
 impl Principal {
     /// Resolve the bearer credential in `headers`.
     pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<Self> {
@@ -112,26 +91,25 @@ impl Principal {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        if let Some(admin) = &state.settings.admin_token
+        if let Some(admin) = &state.settings.http.admin_token
             && constant_time_eq(admin.expose_secret().as_bytes(), token.as_bytes())
         {
             return Ok(Self::PlatformAdmin);
         }
-        let key_id = parse_api_key(token).ok_or(ApiError::Unauthorized)?;
-        let row = key_holder(state, key_id).await?;
-        let Some((tenant_id, member_id, hash, role, member_status, tenant_status)) = row else {
+        let key_id = ApiKeyId::from(parse_api_key(token).ok_or(ApiError::Unauthorized)?);
+        let Some(holder) = queries::key_holder(&state.pool, key_id).await? else {
             return Err(ApiError::Unauthorized);
         };
-        if !constant_time_eq(hash.as_bytes(), sha256_hex(token).as_bytes())
-            || member_status != "active"
-            || tenant_status == "deleted"
+        if !constant_time_eq(holder.secret_hash.as_bytes(), sha256_hex(token).as_bytes())
+            || holder.member_status != "active"
+            || holder.tenant_status == "deleted"
         {
             return Err(ApiError::Unauthorized);
         }
         Ok(Self::Member(Member {
-            tenant_id,
-            member_id,
-            role: Role::parse(&role).map_err(|e| ApiError::Internal(e.into()))?,
+            tenant_id: holder.tenant_id,
+            member_id: holder.member_id,
+            role: Role::parse(&holder.role).map_err(|e| ApiError::Internal(e.into()))?,
             key_id: Some(key_id),
             impersonated_by: None,
         }))
@@ -142,14 +120,14 @@ impl Principal {
     /// impersonating one of its members (`X-Coverwatch-Impersonate`).
     /// Every request that reaches a tenant this way is rate-limited by the
     /// tenant's plan and metered.
-    pub async fn in_tenant(&self, tenant_id: Uuid, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
+    pub async fn in_tenant(&self, tenant_id: TenantId, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
         let member = self.resolve_in_tenant(tenant_id, state, headers).await?;
         let request_id = header_text(headers, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string());
-        crate::usage::meter(state, tenant_id, &request_id).await?;
+        crate::rate_limit::meter(state, tenant_id, &request_id).await?;
         Ok(member)
     }
 
-    async fn resolve_in_tenant(&self, tenant_id: Uuid, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
+    async fn resolve_in_tenant(&self, tenant_id: TenantId, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
         match self {
             Self::Member(member) if member.tenant_id == tenant_id => Ok(member.clone()),
             Self::Member(_) => Err(ApiError::NotFound("tenant".into())),
@@ -161,15 +139,10 @@ impl Principal {
                         ))
                     })
                     .and_then(|v| {
-                        Uuid::try_parse(&v).map_err(|_| ApiError::validation(IMPERSONATE_HEADER, "is not a member id"))
+                        v.parse::<MemberId>()
+                            .map_err(|_| ApiError::validation(IMPERSONATE_HEADER, "is not a member id"))
                     })?;
-                let role: Option<String> = sqlx::query_scalar(
-                    "SELECT role FROM members WHERE id = $1 AND tenant_id = $2 AND status = 'active'",
-                )
-                .bind(member_id)
-                .bind(tenant_id)
-                .fetch_optional(&state.pool)
-                .await?;
+                let role = queries::active_member_role(&state.pool, tenant_id, member_id).await?;
                 let role = role.ok_or_else(|| ApiError::NotFound("member".into()))?;
                 Ok(Member {
                     tenant_id,
@@ -219,7 +192,7 @@ impl Member {
 }
 
 /// Metadata for requests made without a member (sign-up, platform admin).
-pub fn anonymous_metadata(tenant_id: Uuid, actor: &str, info: &RequestInfo) -> CommandMetadata {
+pub fn anonymous_metadata(tenant_id: TenantId, actor: &str, info: &RequestInfo) -> CommandMetadata {
     CommandMetadata {
         tenant_id,
         actor: actor.into(),

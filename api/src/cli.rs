@@ -1,18 +1,18 @@
 //! The `coverwatch` command line: serve, migrate, the local database, replay
 //! and the benchmark.
 
-use crate::local_pg::LocalPostgres;
+use crate::devtools::local_pg::LocalPostgres;
 use crate::settings::Settings;
 use crate::startup::{Application, connect, database_url, migrate};
 use crate::telemetry;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_projections::read_models;
 use coverwatch_replay::{bundle, rebuild, state, verify};
 use std::io::Write;
 use std::path::PathBuf;
-use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(name = "coverwatch", version, about = "Cloud detection coverage, event-sourced")]
@@ -110,7 +110,7 @@ enum ReplayAction {
     /// audit bundle offline; non-zero exit on any divergence.
     Verify {
         #[arg(long, conflicts_with = "bundle")]
-        tenant: Option<Uuid>,
+        tenant: Option<TenantId>,
         /// An audit bundle from `replay export`: verified without a database.
         #[arg(long)]
         bundle: Option<PathBuf>,
@@ -133,7 +133,7 @@ enum ReplayAction {
     /// A tenant (or one aggregate) as it was at an instant.
     State {
         #[arg(long)]
-        tenant: Uuid,
+        tenant: TenantId,
         /// RFC 3339; default now.
         #[arg(long)]
         as_of: Option<DateTime<Utc>>,
@@ -144,7 +144,7 @@ enum ReplayAction {
     /// Write a tenant's signed audit bundle.
     Export {
         #[arg(long)]
-        tenant: Uuid,
+        tenant: TenantId,
         #[arg(long)]
         from: Option<DateTime<Utc>>,
         #[arg(long)]
@@ -162,17 +162,17 @@ enum ReplayAction {
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = Settings::load()?;
-    telemetry::init(&settings.log_format);
+    telemetry::init(&settings.log.format);
     match cli.command {
         Command::Serve {
             api_only,
             subscribers_only,
         } => {
-            settings.subscribers = !api_only;
-            settings.api = !subscribers_only;
+            settings.subscribers.enabled = !api_only;
+            settings.http.enabled = !subscribers_only;
             let app = Application::build(settings.clone()).await?;
-            if settings.api {
-                tracing::info!(bind = %settings.bind, port = app.port(), "coverwatch is serving");
+            if settings.http.enabled {
+                tracing::info!(bind = %settings.http.bind, port = app.port(), "coverwatch is serving");
             }
             app.run_until_stopped().await
         }
@@ -183,7 +183,7 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Db { action } => {
-            let local = LocalPostgres::new(&settings.local_dir, settings.local_port)?;
+            let local = LocalPostgres::new(&settings.local.dir, settings.local.port)?;
             match action {
                 DbAction::Up => println!("{}", local.ensure_running().await?),
                 DbAction::Stop => local.stop()?,
@@ -195,19 +195,19 @@ pub async fn run() -> anyhow::Result<()> {
             clients,
             seconds,
             catch_up_events,
-        } => crate::bench::run(settings, clients, seconds, catch_up_events).await,
+        } => crate::devtools::bench::run(settings, clients, seconds, catch_up_events).await,
         Command::BenchCoverage {
             accounts,
             detections,
             queries,
-        } => crate::bench::coverage::run(settings, accounts, detections, queries).await,
+        } => crate::devtools::bench::coverage::run(settings, accounts, detections, queries).await,
         Command::BenchDiscovery {
             endpoint,
             organization_id,
             requests_per_second,
-        } => crate::bench::discovery::run(&endpoint, &organization_id, requests_per_second).await,
+        } => crate::devtools::bench::discovery::run(&endpoint, &organization_id, requests_per_second).await,
         Command::BenchKafka(args) => {
-            crate::bench::kafka(settings, &args.brokers, args.rate, args.seconds, args.backlog).await
+            crate::devtools::bench::kafka(settings, &args.brokers, args.rate, args.seconds, args.backlog).await
         }
     }
 }
@@ -221,14 +221,14 @@ async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> 
     {
         let key = match public_key {
             Some(key) => Some(key.clone()),
-            None if settings.audit_signing_key.is_some() => Some(settings.audit_signer()?.public_key_hex()),
+            None if settings.audit.signing_key.is_some() => Some(settings.audit_signer()?.public_key_hex()),
             None => None,
         };
         let report = bundle::verify_bundle(path, key.as_deref())?;
         return print_report(&report);
     }
     if let ReplayAction::Bench { events } = action {
-        return crate::bench::replay(settings, events).await;
+        return crate::devtools::bench::replay(settings, events).await;
     }
     let pool = connect(&database_url(&settings).await?, 6).await?;
     migrate(&pool).await?;
@@ -249,7 +249,7 @@ async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> 
                 bail!("no read model named {}", projection.unwrap_or_default());
             }
             if check {
-                let differences = rebuild::compare(&pool, subscribers, settings.subscriber_batch_size).await?;
+                let differences = rebuild::compare(&pool, subscribers, settings.subscribers.batch_size).await?;
                 println!("{}", serde_json::to_string_pretty(&differences)?);
                 if !differences.is_empty() {
                     bail!("the rebuilt read models differ from the live ones");
@@ -257,7 +257,7 @@ async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> 
                 println!("rebuilt read models equal the live ones");
                 return Ok(());
             }
-            let summary = rebuild::rebuild(&pool, subscribers, settings.subscriber_batch_size, &mut |p| {
+            let summary = rebuild::rebuild(&pool, subscribers, settings.subscribers.batch_size, &mut |p| {
                 eprint!(
                     "\r{} / {} events  {:>9.0} events/s  position {}  ETA {:>5.1}s   ",
                     p.events,

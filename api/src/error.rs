@@ -170,17 +170,24 @@ impl From<CommandError> for ApiError {
                     limit,
                 },
             },
-            CommandError::Cloud(error) => {
-                use coverwatch_domain::cloud::CloudError as E;
+            CommandError::CloudAccounts(error) => {
+                use coverwatch_domain::cloud::CloudAccountsError as E;
                 match error {
                     E::NotFound(what) => Self::NotFound(what.into()),
                     E::Conflict(message) => Self::Conflict(message),
-                    E::Rule(message) => Self::Unprocessable(message),
                     E::LimitReached { used, limit } => Self::PlanLimit {
                         metric: "cloud_accounts".into(),
                         used,
                         limit,
                     },
+                }
+            }
+            CommandError::CloudOrganization(error) => {
+                use coverwatch_domain::cloud::CloudOrganizationError as E;
+                match error {
+                    E::NotFound(what) => Self::NotFound(what.into()),
+                    E::Conflict(message) => Self::Conflict(message),
+                    E::Rule(message) => Self::Unprocessable(message),
                     E::FeatureNotInPlan { feature, required_tier } => Self::PlanFeature {
                         feature: feature.into(),
                         required_tier: required_tier.to_string(),
@@ -220,9 +227,19 @@ impl From<CommandError> for ApiError {
     }
 }
 
-impl From<coverwatch_commands::billing::BillingError> for ApiError {
-    fn from(error: coverwatch_commands::billing::BillingError) -> Self {
-        use coverwatch_commands::billing::BillingError as E;
+impl From<coverwatch_commands::workflows::connect_members::ConnectError> for ApiError {
+    fn from(error: coverwatch_commands::workflows::connect_members::ConnectError) -> Self {
+        use coverwatch_commands::workflows::connect_members::ConnectError as E;
+        match error {
+            E::UnknownMember(account_id) => Self::NotFound(format!("member account {account_id}")),
+            E::Command(error) => error.into(),
+        }
+    }
+}
+
+impl From<coverwatch_commands::services::billing::BillingError> for ApiError {
+    fn from(error: coverwatch_commands::services::billing::BillingError) -> Self {
+        use coverwatch_commands::services::billing::BillingError as E;
         match error {
             E::NotConfigured => Self::Unavailable("billing is not configured on this server".into()),
             E::Command(error) => error.into(),

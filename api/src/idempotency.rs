@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use coverwatch_commands::idempotency::{self as store, Entry};
 use coverwatch_commands::secrets::sha256_hex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,7 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .unwrap_or_else(|| "anonymous".into());
     let key_hash = sha256_hex(&format!("{scope}\n{key}"));
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, state.settings.max_body_bytes)
+    let bytes = to_bytes(body, state.settings.http.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let mut hasher = Sha256::new();
@@ -104,29 +105,15 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
     hasher.update(&bytes);
     let fingerprint = hex::encode(hasher.finalize());
 
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
-        .execute(&state.pool)
-        .await?;
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key_hash, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(&scope)
-    .bind(&key_hash)
-    .bind(&fingerprint)
-    .execute(&state.pool)
-    .await?
-    .rows_affected()
-        == 1;
-
+    store::purge_expired(&state.pool).await?;
+    let claimed = store::claim(&state.pool, &scope, &key_hash, &fingerprint).await?;
     if !claimed {
-        let stored: Option<(String, Option<i32>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT fingerprint, response_status, response FROM idempotency_keys WHERE scope = $1 AND key_hash = $2",
-        )
-        .bind(&scope)
-        .bind(&key_hash)
-        .fetch_optional(&state.pool)
-        .await?;
-        let Some((stored_fingerprint, status, sealed)) = stored else {
+        let Some(Entry {
+            fingerprint: stored_fingerprint,
+            response_status,
+            response,
+        }) = store::find(&state.pool, &scope, &key_hash).await?
+        else {
             return Err(ApiError::Conflict(
                 "the idempotency key is being released; retry".into(),
             ));
@@ -136,7 +123,7 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
                 "this Idempotency-Key was used for a different request".into(),
             ));
         }
-        let (Some(_), Some(sealed)) = (status, sealed) else {
+        let (Some(_), Some(sealed)) = (response_status, response) else {
             return Err(ApiError::Conflict(
                 "a request with this Idempotency-Key is still in progress".into(),
             ));
@@ -151,11 +138,7 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     if parts.status.is_server_error() {
         // A failure on our side: let the client retry for real.
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key_hash = $2")
-            .bind(&scope)
-            .bind(&key_hash)
-            .execute(&state.pool)
-            .await?;
+        store::release(&state.pool, &scope, &key_hash).await?;
     } else {
         let stored = StoredResponse {
             status: parts.status.as_u16(),
@@ -165,14 +148,13 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
                 .collect(),
             body: bytes.to_vec(),
         };
-        sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $3, response = $4 WHERE scope = $1 AND key_hash = $2",
+        store::record(
+            &state.pool,
+            &scope,
+            &key_hash,
+            stored.status,
+            &seal(&scope, &key, &stored)?,
         )
-        .bind(&scope)
-        .bind(&key_hash)
-        .bind(i32::from(stored.status))
-        .bind(seal(&scope, &key, &stored)?)
-        .execute(&state.pool)
         .await?;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))

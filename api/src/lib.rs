@@ -1,23 +1,23 @@
-//! Coverwatch's HTTP API and command-line entry points: settings, the local
-//! PostgreSQL used by default, the axum application and its routes.
+//! Coverwatch's HTTP API and the `coverwatch` binary: settings, the axum
+//! application (routes, extractors, authentication, errors, OpenAPI,
+//! idempotency, rate limits) and its start-up, the command line, and the
+//! developer tools (`devtools`: the local PostgreSQL of the embedded
+//! default, benchmarks). Everything else is the application layer's
+//! (`coverwatch-commands`) and the read models' (`coverwatch-projections`).
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
-pub mod coverage_history;
-pub mod derived;
-pub mod discovery;
+pub mod devtools;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
-pub mod local_pg;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
-pub mod usage;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -1,204 +1,325 @@
-//! Typed settings: defaults, then an optional TOML file (`COVERWATCH_CONFIG`,
-//! else `coverwatch.toml` if present), then environment variables
-//! (`DATABASE_URL`, `COVERWATCH_*`). Secrets stay wrapped in `SecretString`.
+//! Typed settings, nested by concern: defaults, then an optional TOML file
+//! (`COVERWATCH_CONFIG`, else `coverwatch.toml` if present) with one table
+//! per concern (`[database]`, `[http]`, `[kafka]`, ...), then environment
+//! variables. Each setting keeps the one flat variable name it has always
+//! had (`COVERWATCH_KAFKA_BROKERS` → `kafka.brokers`, `DATABASE_URL` →
+//! `database.url`; see `ENVIRONMENT`). Secrets stay wrapped in `SecretString`.
 
 use anyhow::Context;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub subscribers: SubscriberSettings,
+    #[serde(default)]
+    pub local: LocalSettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub stripe: StripeSettings,
+    #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub tenants: TenantSettings,
+    #[serde(default)]
+    pub billing: BillingSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
     /// Where the event log lives; without it a local cluster is provisioned.
-    #[serde(default)]
-    pub database_url: Option<SecretString>,
-    #[serde(default = "default_bind")]
-    pub bind: String,
-    #[serde(default)]
-    pub admin_token: Option<SecretString>,
+    pub url: Option<SecretString>,
+    pub pool_size: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
     /// Serve the HTTP API in this process.
-    #[serde(default = "yes")]
-    pub api: bool,
-    /// Run the log subscribers (read models) in this process.
-    #[serde(default = "yes")]
-    pub subscribers: bool,
-    #[serde(default = "default_body_limit")]
+    pub enabled: bool,
+    pub bind: String,
+    pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
-    #[serde(default = "default_invitation_ttl")]
-    pub invitation_ttl_hours: i64,
     /// How long a command waits for the read models to show its effect.
-    #[serde(default = "default_consistency_wait")]
     pub consistency_wait_ms: u64,
-    #[serde(default = "default_pool")]
-    pub database_pool_size: u32,
-    #[serde(default = "default_batch")]
-    pub subscriber_batch_size: i64,
-    /// Directory of the provisioned local PostgreSQL cluster.
-    #[serde(default = "default_local_dir")]
-    pub local_dir: PathBuf,
-    #[serde(default = "default_local_port")]
-    pub local_port: u16,
-    /// Hex of the 32-byte Ed25519 seed that signs digest checkpoints and audit
-    /// bundles; without it a key is created under `local_dir` on first use.
-    #[serde(default)]
-    pub audit_signing_key: Option<SecretString>,
-    /// A signed digest checkpoint every this many events (per scope)...
-    #[serde(default = "default_checkpoint_every")]
-    pub digest_checkpoint_every: i64,
-    /// ...or when the last one is this old (seconds).
-    #[serde(default = "default_checkpoint_age")]
-    pub digest_checkpoint_max_age_secs: i64,
-    /// Kafka bootstrap servers; without them the publisher is off and events
-    /// wait in the log (published from the checkpoint once configured).
-    #[serde(default)]
-    pub kafka_brokers: Option<String>,
-    #[serde(default = "default_topic_prefix")]
-    pub kafka_topic_prefix: String,
-    #[serde(default = "default_partitions")]
-    pub kafka_partitions: i32,
-    /// `key=value` pairs, comma-separated, passed to librdkafka as they are
-    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN,...`).
-    #[serde(default)]
-    pub kafka_properties: Option<SecretString>,
-    #[serde(default = "default_max_message")]
-    pub kafka_max_message_bytes: usize,
-    #[serde(default = "default_delivery_timeout")]
-    pub kafka_delivery_timeout_ms: u64,
-    /// Stripe's secret API key (`STRIPE_SECRET_KEY`); without it paid
-    /// checkout answers 503 and everything else works.
-    #[serde(default)]
-    pub stripe_secret_key: Option<SecretString>,
-    /// The webhook endpoint's signing secret (`STRIPE_WEBHOOK_SECRET`).
-    #[serde(default)]
-    pub stripe_webhook_secret: Option<SecretString>,
-    /// Where the Stripe API is (`STRIPE_API_BASE`; tests use a local server).
-    #[serde(default)]
-    pub stripe_api_base: Option<String>,
-    /// A plan catalog file replacing the shipped `domain/data/plans.toml`.
-    #[serde(default)]
-    pub plan_catalog_path: Option<PathBuf>,
     /// The web app's address: checkout returns there, 402/403 link to its
     /// billing page.
-    #[serde(default = "default_public_url")]
     pub public_url: String,
-    /// How often due subscription transitions (period ends) are recorded.
-    #[serde(default = "default_settle_interval")]
-    pub settle_interval_ms: u64,
     /// Per-tenant API rate limits of the plan (requests per minute).
-    #[serde(default = "yes")]
     pub rate_limits: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: "127.0.0.1:8080".into(),
+            admin_token: None,
+            max_body_bytes: 64 * 1024,
+            consistency_wait_ms: 5_000,
+            public_url: "http://127.0.0.1:8080".into(),
+            rate_limits: true,
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn consistency_wait(&self) -> Duration {
+        Duration::from_millis(self.consistency_wait_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriberSettings {
+    /// Run the log subscribers (read models, workflows) in this process.
+    pub enabled: bool,
+    /// Events per subscriber transaction.
+    pub batch_size: i64,
+    /// How often the upkeep loop records due subscription transitions and
+    /// keeps the coverage history.
+    pub settle_interval_ms: u64,
+}
+
+impl Default for SubscriberSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 10_000,
+            settle_interval_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSettings {
+    /// Directory of the provisioned local PostgreSQL cluster.
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".coverwatch"),
+            port: 54329,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Hex of the 32-byte Ed25519 seed that signs digest checkpoints and audit
+    /// bundles; without it a key is created under the local dir on first use.
+    pub signing_key: Option<SecretString>,
+    /// A signed digest checkpoint every this many events (per scope)...
+    pub checkpoint_every: i64,
+    /// ...or when the last one is this old (seconds).
+    pub checkpoint_max_age_secs: i64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            checkpoint_every: 1_000,
+            checkpoint_max_age_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers; without them the publisher is off and events wait
+    /// in the log (published from the checkpoint once configured).
+    pub brokers: Option<String>,
+    pub topic_prefix: String,
+    pub partitions: i32,
+    /// `key=value` pairs, comma-separated, passed to librdkafka as they are
+    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN,...`).
+    pub properties: Option<SecretString>,
+    pub max_message_bytes: usize,
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            topic_prefix: "coverwatch".into(),
+            partitions: 6,
+            properties: None,
+            max_message_bytes: 1_000_000,
+            delivery_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeSettings {
+    /// Stripe's secret API key (`STRIPE_SECRET_KEY`); without it paid
+    /// checkout answers 503 and everything else works.
+    pub secret_key: Option<SecretString>,
+    /// The webhook endpoint's signing secret (`STRIPE_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<SecretString>,
+    /// Where the Stripe API is (`STRIPE_API_BASE`; tests use a local server).
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
     /// Coverwatch's AWS principal: the audit roles in tenants' accounts trust
     /// it (with the tenant's external id).
-    #[serde(default = "default_aws_principal")]
-    pub aws_principal_arn: String,
+    pub principal_arn: String,
     /// The AWS endpoint (`AWS_ENDPOINT_URL`; tests point it at moto).
-    #[serde(default)]
-    pub aws_endpoint_url: Option<String>,
-    #[serde(default = "default_aws_region")]
-    pub aws_region: String,
+    pub endpoint_url: Option<String>,
+    pub region: String,
     /// Base credentials for assuming tenants' roles; without them the AWS
     /// SDK's default chain (environment, profile, instance role).
-    #[serde(default)]
-    pub aws_access_key_id: Option<String>,
-    #[serde(default)]
-    pub aws_secret_access_key: Option<SecretString>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
     /// Discovery's pace per AWS operation (AWS's 8 requests/s by default; 0
     /// turns pacing off, e.g. against a local fake).
-    #[serde(default = "default_aws_requests_per_second")]
-    pub aws_requests_per_second: f64,
+    pub requests_per_second: f64,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            // A placeholder for local use; production sets its own account.
+            principal_arn: "arn:aws:iam::000000000000:root".into(),
+            endpoint_url: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            requests_per_second: coverwatch_commands::adapters::aws::AWS_REQUESTS_PER_SECOND,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantSettings {
+    pub invitation_ttl_hours: i64,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            invitation_ttl_hours: 7 * 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSettings {
+    /// A plan catalog file replacing the shipped `domain/data/plans.toml`.
+    pub plan_catalog_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
     /// `json` for structured logs, `pretty` for people.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
+    pub format: String,
 }
 
-fn default_bind() -> String {
-    "127.0.0.1:8080".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_body_limit() -> usize {
-    64 * 1024
-}
-fn default_invitation_ttl() -> i64 {
-    7 * 24
-}
-fn default_consistency_wait() -> u64 {
-    5_000
-}
-fn default_pool() -> u32 {
-    20
-}
-fn default_batch() -> i64 {
-    10_000
-}
-fn default_local_dir() -> PathBuf {
-    PathBuf::from(".coverwatch")
-}
-fn default_local_port() -> u16 {
-    54329
-}
-fn default_checkpoint_every() -> i64 {
-    1_000
-}
-fn default_checkpoint_age() -> i64 {
-    60
-}
-fn default_topic_prefix() -> String {
-    "coverwatch".into()
-}
-fn default_partitions() -> i32 {
-    6
-}
-fn default_max_message() -> usize {
-    1_000_000
-}
-fn default_delivery_timeout() -> u64 {
-    10_000
-}
-fn default_public_url() -> String {
-    "http://127.0.0.1:8080".into()
-}
-fn default_settle_interval() -> u64 {
-    60_000
-}
-fn default_aws_principal() -> String {
-    // A placeholder for local use; production sets its own account.
-    "arn:aws:iam::000000000000:root".into()
-}
-fn default_aws_requests_per_second() -> f64 {
-    coverwatch_commands::aws::AWS_REQUESTS_PER_SECOND
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+        }
+    }
 }
 
-fn default_aws_region() -> String {
-    "us-east-1".into()
-}
-fn default_log_format() -> String {
-    "pretty".into()
-}
+/// Every environment variable and the setting it sets.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("COVERWATCH_DATABASE_URL", "database.url"),
+    ("COVERWATCH_DATABASE_POOL_SIZE", "database.pool_size"),
+    ("COVERWATCH_BIND", "http.bind"),
+    ("COVERWATCH_ADMIN_TOKEN", "http.admin_token"),
+    ("COVERWATCH_MAX_BODY_BYTES", "http.max_body_bytes"),
+    ("COVERWATCH_CONSISTENCY_WAIT_MS", "http.consistency_wait_ms"),
+    ("COVERWATCH_PUBLIC_URL", "http.public_url"),
+    ("COVERWATCH_RATE_LIMITS", "http.rate_limits"),
+    ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),
+    ("COVERWATCH_SETTLE_INTERVAL_MS", "subscribers.settle_interval_ms"),
+    ("COVERWATCH_LOCAL_DIR", "local.dir"),
+    ("COVERWATCH_LOCAL_PORT", "local.port"),
+    ("COVERWATCH_AUDIT_SIGNING_KEY", "audit.signing_key"),
+    ("COVERWATCH_DIGEST_CHECKPOINT_EVERY", "audit.checkpoint_every"),
+    (
+        "COVERWATCH_DIGEST_CHECKPOINT_MAX_AGE_SECS",
+        "audit.checkpoint_max_age_secs",
+    ),
+    ("COVERWATCH_KAFKA_BROKERS", "kafka.brokers"),
+    ("COVERWATCH_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
+    ("COVERWATCH_KAFKA_PARTITIONS", "kafka.partitions"),
+    ("COVERWATCH_KAFKA_PROPERTIES", "kafka.properties"),
+    ("COVERWATCH_KAFKA_MAX_MESSAGE_BYTES", "kafka.max_message_bytes"),
+    ("COVERWATCH_KAFKA_DELIVERY_TIMEOUT_MS", "kafka.delivery_timeout_ms"),
+    ("STRIPE_SECRET_KEY", "stripe.secret_key"),
+    ("COVERWATCH_STRIPE_SECRET_KEY", "stripe.secret_key"),
+    ("STRIPE_WEBHOOK_SECRET", "stripe.webhook_secret"),
+    ("COVERWATCH_STRIPE_WEBHOOK_SECRET", "stripe.webhook_secret"),
+    ("STRIPE_API_BASE", "stripe.api_base"),
+    ("COVERWATCH_STRIPE_API_BASE", "stripe.api_base"),
+    ("COVERWATCH_AWS_PRINCIPAL_ARN", "aws.principal_arn"),
+    ("AWS_ENDPOINT_URL", "aws.endpoint_url"),
+    ("COVERWATCH_AWS_ENDPOINT_URL", "aws.endpoint_url"),
+    ("COVERWATCH_AWS_REGION", "aws.region"),
+    ("COVERWATCH_AWS_ACCESS_KEY_ID", "aws.access_key_id"),
+    ("COVERWATCH_AWS_SECRET_ACCESS_KEY", "aws.secret_access_key"),
+    ("COVERWATCH_AWS_REQUESTS_PER_SECOND", "aws.requests_per_second"),
+    ("COVERWATCH_INVITATION_TTL_HOURS", "tenants.invitation_ttl_hours"),
+    ("COVERWATCH_PLAN_CATALOG_PATH", "billing.plan_catalog_path"),
+    ("COVERWATCH_LOG_FORMAT", "log.format"),
+];
 
 impl Settings {
+    /// Defaults, the TOML file, then the environment (later variables of
+    /// `ENVIRONMENT` win over earlier ones for the same setting).
     pub fn load() -> anyhow::Result<Self> {
         let file = std::env::var("COVERWATCH_CONFIG").unwrap_or_else(|_| "coverwatch.toml".into());
         let required = std::env::var("COVERWATCH_CONFIG").is_ok();
-        let mut builder = config::Config::builder()
-            .add_source(
-                config::File::with_name(&file)
-                    .format(config::FileFormat::Toml)
-                    .required(required),
-            )
-            .add_source(config::Environment::with_prefix("COVERWATCH").try_parsing(true));
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            builder = builder.set_override("database_url", url)?;
-        }
-        // Stripe's own variable names, as its documentation uses them.
-        for (variable, key) in [
-            ("STRIPE_SECRET_KEY", "stripe_secret_key"),
-            ("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret"),
-            ("STRIPE_API_BASE", "stripe_api_base"),
-        ] {
+        let mut builder = config::Config::builder().add_source(
+            config::File::with_name(&file)
+                .format(config::FileFormat::Toml)
+                .required(required),
+        );
+        for (variable, key) in ENVIRONMENT {
             if let Ok(value) = std::env::var(variable) {
-                builder = builder.set_override(key, value)?;
+                builder = builder.set_override(*key, value)?;
             }
         }
         builder
@@ -208,14 +329,19 @@ impl Settings {
             .context("invalid settings")
     }
 
-    /// The audit signing key: configured, else created under `local_dir`.
+    /// Defaults only (tests and the benchmarks fill in what they need).
+    pub fn defaults() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
+    }
+
+    /// The audit signing key: configured, else created under the local dir.
     pub fn audit_signer(&self) -> anyhow::Result<coverwatch_projections::signing::AuditSigner> {
         use coverwatch_projections::signing::AuditSigner;
         use secrecy::ExposeSecret;
-        match &self.audit_signing_key {
+        match &self.audit.signing_key {
             Some(key) => AuditSigner::from_hex(key.expose_secret()),
             None => {
-                let path = self.local_dir.join("audit-signing.key");
+                let path = self.local.dir.join("audit-signing.key");
                 tracing::warn!(path = %path.display(), "no COVERWATCH_AUDIT_SIGNING_KEY: using a key kept on local disk");
                 AuditSigner::load_or_create(&path)
             }
@@ -229,19 +355,20 @@ impl Settings {
     ) -> coverwatch_projections::digest::Digests {
         coverwatch_projections::digest::Digests::new(
             signer,
-            self.digest_checkpoint_every,
-            chrono::Duration::seconds(self.digest_checkpoint_max_age_secs),
+            self.audit.checkpoint_every,
+            chrono::Duration::seconds(self.audit.checkpoint_max_age_secs),
         )
     }
 
     /// The Kafka publisher's settings, when brokers are configured.
     pub fn kafka(&self) -> anyhow::Result<Option<coverwatch_projections::kafka::KafkaSettings>> {
         use secrecy::ExposeSecret;
-        let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()) else {
+        let kafka = &self.kafka;
+        let Some(brokers) = kafka.brokers.clone().filter(|b| !b.trim().is_empty()) else {
             return Ok(None);
         };
         let mut properties = vec![];
-        if let Some(raw) = &self.kafka_properties {
+        if let Some(raw) = &kafka.properties {
             for pair in raw.expose_secret().split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (key, value) = pair
                     .split_once('=')
@@ -251,18 +378,18 @@ impl Settings {
         }
         Ok(Some(coverwatch_projections::kafka::KafkaSettings {
             brokers,
-            topic_prefix: self.kafka_topic_prefix.clone(),
-            partitions: self.kafka_partitions,
+            topic_prefix: kafka.topic_prefix.clone(),
+            partitions: kafka.partitions,
             properties,
-            max_message_bytes: self.kafka_max_message_bytes,
-            delivery_timeout: std::time::Duration::from_millis(self.kafka_delivery_timeout_ms),
+            max_message_bytes: kafka.max_message_bytes,
+            delivery_timeout: Duration::from_millis(kafka.delivery_timeout_ms),
         }))
     }
 
     /// The plan catalog: the configured file, else the shipped one.
     pub fn plan_catalog(&self) -> anyhow::Result<coverwatch_domain::plans::PlanCatalog> {
         use coverwatch_domain::plans::PlanCatalog;
-        match &self.plan_catalog_path {
+        match &self.billing.plan_catalog_path {
             None => Ok(PlanCatalog::shipped()),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -273,39 +400,64 @@ impl Settings {
     }
 
     /// The Stripe client, when a secret key is configured.
-    pub fn stripe(&self) -> anyhow::Result<Option<coverwatch_commands::stripe::StripeClient>> {
+    pub fn stripe(&self) -> anyhow::Result<Option<coverwatch_commands::adapters::stripe::StripeClient>> {
         use secrecy::ExposeSecret;
         let Some(key) = self
-            .stripe_secret_key
+            .stripe
+            .secret_key
             .as_ref()
             .filter(|k| !k.expose_secret().is_empty())
         else {
             return Ok(None);
         };
-        let client =
-            coverwatch_commands::stripe::StripeClient::new(key.expose_secret(), self.stripe_api_base.as_deref())?;
+        let client = coverwatch_commands::adapters::stripe::StripeClient::new(
+            key.expose_secret(),
+            self.stripe.api_base.as_deref(),
+        )?;
         Ok(Some(client))
     }
 
-    /// Where discovery's AWS SDK goes, with which base credentials.
-    pub fn aws(&self) -> coverwatch_commands::aws::AwsSettings {
+    /// Where the AWS SDK goes, with which base credentials.
+    pub fn aws(&self) -> coverwatch_commands::adapters::aws::AwsSettings {
         use secrecy::ExposeSecret;
-        coverwatch_commands::aws::AwsSettings {
-            endpoint_url: self
-                .aws_endpoint_url
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
-            region: self.aws_region.clone(),
-            access_key: match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+        let aws = &self.aws;
+        coverwatch_commands::adapters::aws::AwsSettings {
+            endpoint_url: aws.endpoint_url.clone(),
+            region: aws.region.clone(),
+            access_key: match (&aws.access_key_id, &aws.secret_access_key) {
                 (Some(id), Some(secret)) => Some((id.clone(), secret.expose_secret().to_owned())),
                 _ => None,
             },
-            requests_per_second: self.aws_requests_per_second,
+            requests_per_second: aws.requests_per_second,
         }
     }
+}
 
-    /// Defaults only (tests and the benchmark fill in what they need).
-    pub fn defaults() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variable names a setting that exists: with unknown fields
+    /// refused, `section.field` parses with a value of some type only if the
+    /// field is there.
+    #[test]
+    fn every_variable_names_a_setting_that_exists() {
+        for (variable, key) in ENVIRONMENT {
+            let (section, field) = key.split_once('.').expect("section.field");
+            let accepted = [
+                serde_json::json!("1"),
+                serde_json::json!(1),
+                serde_json::json!(true),
+                serde_json::json!(1.5),
+            ]
+            .into_iter()
+            .any(|sample| {
+                let value = serde_json::json!({ section: { field: sample } });
+                serde_json::from_value::<Settings>(value).is_ok()
+            });
+            assert!(accepted, "{variable} sets {key}, which is not a setting");
+        }
+        let unknown = serde_json::json!({"http": {"no_such_field": "1"}});
+        assert!(serde_json::from_value::<Settings>(unknown).is_err());
     }
 }

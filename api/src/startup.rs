@@ -1,13 +1,14 @@
-//! Builds the application: database, migrations, command services, the
-//! subscription runtime and the HTTP server. `Application::build` binds its
-//! listener before returning, so tests start it on port 0 and read the port.
+//! Builds the application: database, migrations, application services and
+//! workflows, the subscription runtime and the HTTP server.
+//! `Application::build` binds its listener before returning, so tests start
+//! it on port 0 and read the port.
 
+use crate::devtools::local_pg::LocalPostgres;
 use crate::error::ApiError;
-use crate::local_pg::LocalPostgres;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::routes::{
     admin, admin_billing, api_keys, audit, auditors, billing, cloud_accounts, cloud_organizations, coverage,
-    detections, health, invitations, members, metrics, tenants,
+    detections, health, invitations, members, metrics, organization_members, tenants,
 };
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -16,15 +17,19 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use coverwatch_commands::billing::Billing;
+use coverwatch_commands::adapters::aws::Discovery;
+use coverwatch_commands::services::{
+    BillingService, CloudAccountService, CloudOrganizationService, DetectionService, TenantService,
+};
+use coverwatch_commands::workflows::{ConnectMembers, DerivedDetections, DiscoveryWorkflow, UsageThresholds, schedule};
 use coverwatch_commands::{
-    CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, SubscriptionCommands, TenantCommands,
+    CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, ReadModels, SubscriptionCommands,
+    TenantCommands,
 };
 use coverwatch_domain::clock::{Clock, SystemClock};
-use coverwatch_domain::subscription::SubscriptionServices;
 use coverwatch_domain::tenant::TenantServices;
 use coverwatch_projections::kafka::KafkaPublisher;
-use coverwatch_projections::{Progress, SubscriptionRuntime, all_subscribers, read_models};
+use coverwatch_projections::{Progress, Subscriber, SubscriptionRuntime, all_subscribers};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -47,17 +52,17 @@ pub struct Application {
     listener: Option<TcpListener>,
     router: Router,
     runtime: Option<SubscriptionRuntime>,
-    billing: Arc<Billing>,
-    settle_interval_ms: u64,
+    billing: Arc<BillingService>,
+    settle_interval: Duration,
     wake: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
 }
 
 /// The database URL: the configured one, else the provisioned local cluster.
 pub async fn database_url(settings: &Settings) -> anyhow::Result<SecretString> {
-    match &settings.database_url {
+    match &settings.database.url {
         Some(url) => Ok(url.clone()),
-        None => Ok(LocalPostgres::new(&settings.local_dir, settings.local_port)?
+        None => Ok(LocalPostgres::new(&settings.local.dir, settings.local.port)?
             .ensure_running()
             .await?
             .into()),
@@ -76,10 +81,20 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")
 }
 
+/// The command frameworks, one per aggregate, sharing the wake-up signal
+/// in-process subscribers poll on.
+struct Aggregates {
+    tenants: Arc<TenantCommands>,
+    subscriptions: Arc<SubscriptionCommands>,
+    cloud_accounts: Arc<CloudAccountsCommands>,
+    cloud_organizations: Arc<CloudOrganizationCommands>,
+    detections: Arc<DetectionCommands>,
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let url = database_url(&settings).await?;
-        let pool = connect(&url, settings.database_pool_size).await?;
+        let pool = connect(&url, settings.database.pool_size).await?;
         migrate(&pool).await?;
         Self::build_with(settings, pool, Arc::new(SystemClock)).await
     }
@@ -91,94 +106,118 @@ impl Application {
         let signer = settings.audit_signer()?;
         let catalog = Arc::new(settings.plan_catalog()?);
         let stripe = settings.stripe()?;
-        let tenants = Arc::new(TenantCommands::new(
-            pool.clone(),
-            TenantServices { clock: clock.clone() },
-            wake_tx.clone(),
-        ));
-        let subscription_services = SubscriptionServices {
-            clock: clock.clone(),
-            catalog: catalog.clone(),
-            gateway: stripe
-                .clone()
-                .map(|client| Arc::new(client) as Arc<dyn coverwatch_domain::subscription::BillingGateway>),
-        };
-        let billing = Arc::new(Billing {
+        let services = || TenantServices { clock: clock.clone() };
+        let aggregates = Aggregates {
+            tenants: Arc::new(TenantCommands::new(pool.clone(), services(), wake_tx.clone())),
             subscriptions: Arc::new(SubscriptionCommands::new(
                 pool.clone(),
-                subscription_services,
+                BillingService::aggregate_services(clock.clone(), catalog.clone(), stripe.as_ref()),
                 wake_tx.clone(),
             )),
+            cloud_accounts: Arc::new(CloudAccountsCommands::new(pool.clone(), services(), wake_tx.clone())),
+            cloud_organizations: Arc::new(CloudOrganizationCommands::new(
+                pool.clone(),
+                services(),
+                wake_tx.clone(),
+            )),
+            detections: Arc::new(DetectionCommands::new(pool.clone(), services(), wake_tx.clone())),
+        };
+        let billing = Arc::new(BillingService {
+            subscriptions: aggregates.subscriptions.clone(),
+            tenants: aggregates.tenants.clone(),
+            cloud_accounts: aggregates.cloud_accounts.clone(),
             catalog: catalog.clone(),
             stripe,
-            webhook_secret: settings.stripe_webhook_secret.clone(),
+            webhook_secret: settings.stripe.webhook_secret.clone(),
             clock: clock.clone(),
             pool: pool.clone(),
         });
-        let cloud_accounts = Arc::new(CloudAccountsCommands::new(
-            pool.clone(),
-            TenantServices { clock: clock.clone() },
-            wake_tx.clone(),
-        ));
-        let cloud_organizations = Arc::new(CloudOrganizationCommands::new(
-            pool.clone(),
-            TenantServices { clock: clock.clone() },
-            wake_tx.clone(),
-        ));
-        let detections = Arc::new(DetectionCommands::new(
-            pool.clone(),
-            TenantServices { clock: clock.clone() },
-            wake_tx.clone(),
-        ));
         let mut publisher_metrics = None;
-        let runtime = if settings.subscribers {
-            let watcher = Arc::new(crate::usage::ThresholdWatcher {
-                billing: billing.clone(),
-                tenants: tenants.clone(),
-                cloud_accounts: cloud_accounts.clone(),
-            });
-            let mut subscribers = all_subscribers(settings.digests(signer.clone()), Some(watcher));
-            subscribers.push(Arc::new(crate::derived::DerivedDetections {
-                detections: detections.clone(),
-                billing: billing.clone(),
-                catalog: catalog.clone(),
-            }));
+        let runtime = if settings.subscribers.enabled {
+            let mut subscribers = all_subscribers(settings.digests(signer.clone()));
+            subscribers.extend(workflow_subscribers(&aggregates, &billing, &catalog));
             if let Some(kafka) = settings.kafka()? {
                 let publisher = Arc::new(KafkaPublisher::new(kafka)?);
                 publisher_metrics = Some(publisher.metrics.clone());
                 subscribers.push(publisher);
             }
-            Some(SubscriptionRuntime::new(pool.clone(), subscribers, settings.subscriber_batch_size).await?)
+            Some(SubscriptionRuntime::new(pool.clone(), subscribers, settings.subscribers.batch_size).await?)
         } else {
             None
         };
         let progress = match &runtime {
             Some(runtime) => runtime.progress(),
-            None => Progress::Database(pool.clone(), read_models().iter().map(|s| s.name()).collect()),
+            None => {
+                // Subscribers run elsewhere: wait on the checkpoints of the
+                // ones commands wait for, as that process would.
+                let awaited = all_subscribers(settings.digests(signer.clone()))
+                    .into_iter()
+                    .chain(workflow_subscribers(&aggregates, &billing, &catalog))
+                    .filter(|s| s.awaited())
+                    .map(|s| s.name())
+                    .collect();
+                Progress::Database(pool.clone(), awaited)
+            }
         };
-        let _ = crate::error::UPGRADE_URL.set(format!("{}/billing/upgrade", settings.public_url.trim_end_matches('/')));
+        let read_models = ReadModels::new(progress, settings.http.consistency_wait());
+        let _ = crate::error::UPGRADE_URL.set(format!(
+            "{}/billing/upgrade",
+            settings.http.public_url.trim_end_matches('/')
+        ));
+        let aws = Discovery::new(&settings.aws()).await;
         let state = AppState {
-            pool,
-            tenants,
+            pool: pool.clone(),
+            tenants: Arc::new(TenantService {
+                commands: aggregates.tenants.clone(),
+                billing: billing.clone(),
+                clock: clock.clone(),
+            }),
             billing: billing.clone(),
-            cloud_accounts,
-            cloud_organizations,
-            detections,
-            discovery: coverwatch_commands::aws::Discovery::new(&settings.aws()).await,
+            cloud_accounts: Arc::new(CloudAccountService {
+                accounts: aggregates.cloud_accounts.clone(),
+                organizations: aggregates.cloud_organizations.clone(),
+                billing: billing.clone(),
+            }),
+            cloud_organizations: Arc::new(CloudOrganizationService {
+                organizations: aggregates.cloud_organizations.clone(),
+                billing: billing.clone(),
+                catalog: catalog.clone(),
+            }),
+            detections: Arc::new(DetectionService {
+                commands: aggregates.detections.clone(),
+                billing: billing.clone(),
+                catalog: catalog.clone(),
+            }),
+            discovery: Arc::new(DiscoveryWorkflow {
+                aws: aws.clone(),
+                organizations: aggregates.cloud_organizations.clone(),
+                billing: billing.clone(),
+                catalog: catalog.clone(),
+                pool: pool.clone(),
+                read_models: read_models.clone(),
+            }),
+            connect_members: Arc::new(ConnectMembers {
+                aws,
+                accounts: aggregates.cloud_accounts.clone(),
+                organizations: aggregates.cloud_organizations.clone(),
+                billing: billing.clone(),
+                catalog: catalog.clone(),
+                pool,
+                read_models: read_models.clone(),
+            }),
             catalog,
             rate_limiter: Arc::default(),
-            progress,
+            read_models,
             settings: Arc::new(settings.clone()),
             clock,
             signer,
             publisher: publisher_metrics.clone(),
         };
-        let state_publisher = publisher_metrics;
-        let listener = if settings.api {
+        let listener = if settings.http.enabled {
             Some(
-                TcpListener::bind(&settings.bind)
+                TcpListener::bind(&settings.http.bind)
                     .await
-                    .with_context(|| format!("binding {}", settings.bind))?,
+                    .with_context(|| format!("binding {}", settings.http.bind))?,
             )
         } else {
             None
@@ -189,12 +228,12 @@ impl Application {
         };
         Ok(Self {
             port,
-            publisher: state_publisher,
+            publisher: publisher_metrics,
             listener,
             router: router(state),
             runtime,
             billing,
-            settle_interval_ms: settings.settle_interval_ms,
+            settle_interval: Duration::from_millis(settings.subscribers.settle_interval_ms),
             wake,
             shutdown: watch::channel(false).0,
         })
@@ -226,9 +265,9 @@ impl Application {
             tokio::spawn(runtime.run(wake, stop))
         });
         if subscribers.is_some() {
-            tokio::spawn(settle_due_subscriptions(
+            tokio::spawn(schedule::run(
                 self.billing.clone(),
-                Duration::from_millis(self.settle_interval_ms),
+                self.settle_interval,
                 self.shutdown.subscribe(),
             ));
         }
@@ -251,23 +290,24 @@ impl Application {
     }
 }
 
-/// Records period ends and grace ends as they fall due (entitlements already
-/// follow the clock; this puts the transition in the log), and keeps the
-/// coverage history (daily snapshots, retention).
-async fn settle_due_subscriptions(billing: Arc<Billing>, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let now = billing.clock.now();
-        if let Err(error) = billing.settle_due(now).await {
-            tracing::warn!(error = ?error, "settling due subscriptions failed");
-        }
-        if let Err(error) = crate::coverage_history::maintain(&billing, now).await {
-            tracing::warn!(error = ?error, "coverage history upkeep failed");
-        }
-    }
+/// The workflows that subscribe to the log (they issue commands).
+fn workflow_subscribers(
+    aggregates: &Aggregates,
+    billing: &Arc<BillingService>,
+    catalog: &Arc<coverwatch_domain::plans::PlanCatalog>,
+) -> Vec<Arc<dyn Subscriber>> {
+    vec![
+        Arc::new(UsageThresholds {
+            billing: billing.clone(),
+            tenants: aggregates.tenants.clone(),
+            cloud_accounts: aggregates.cloud_accounts.clone(),
+        }),
+        Arc::new(DerivedDetections {
+            detections: aggregates.detections.clone(),
+            billing: billing.clone(),
+            catalog: catalog.clone(),
+        }),
+    ]
 }
 
 async fn wait_for_signal() {
@@ -345,10 +385,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud_organizations::role_template))
         .routes(routes!(cloud_organizations::discover))
         .routes(routes!(cloud_organizations::discovery_run))
-        .routes(routes!(cloud_organizations::members))
-        .routes(routes!(cloud_organizations::hierarchy))
-        .routes(routes!(cloud_organizations::connect_members))
-        .routes(routes!(cloud_organizations::disconnect_member))
+        .routes(routes!(organization_members::members))
+        .routes(routes!(organization_members::hierarchy))
+        .routes(routes!(organization_members::connect_members))
+        .routes(routes!(organization_members::disconnect_member))
         .routes(routes!(detections::register, detections::list))
         .routes(routes!(detections::get, detections::change, detections::retire))
         .routes(routes!(detections::disable))
@@ -370,7 +410,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::reactivate_tenant))
         .split_for_parts();
     let _ = DOCUMENT.set(document);
-    let body_limit = state.settings.max_body_bytes;
+    let body_limit = state.settings.http.max_body_bytes;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

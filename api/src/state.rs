@@ -1,29 +1,33 @@
-//! What every handler shares.
+//! What every handler shares: the application services, the workflows the
+//! API starts, the read models' pool for queries, and the wait for them.
 
+use crate::rate_limit::RateLimiter;
 use crate::settings::Settings;
-use coverwatch_commands::billing::Billing;
-use coverwatch_commands::{CommandError, CommandMetadata, Committed, TenantCommands};
+use coverwatch_commands::services::{
+    BillingService, CloudAccountService, CloudOrganizationService, DetectionService, TenantService,
+};
+use coverwatch_commands::workflows::{ConnectMembers, DiscoveryWorkflow};
+use coverwatch_commands::{Committed, ReadModels};
 use coverwatch_domain::clock::Clock;
 use coverwatch_domain::plans::PlanCatalog;
-use coverwatch_domain::subscription::{SubscriptionCommand, SubscriptionError};
-use coverwatch_projections::Progress;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
-use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// For read-model queries (and the API's own stores: idempotency keys,
+    /// the request meter).
     pub pool: PgPool,
-    pub tenants: Arc<TenantCommands>,
-    pub billing: Arc<Billing>,
-    pub cloud_accounts: Arc<coverwatch_commands::CloudAccountsCommands>,
-    pub cloud_organizations: Arc<coverwatch_commands::CloudOrganizationCommands>,
-    pub detections: Arc<coverwatch_commands::DetectionCommands>,
-    pub discovery: coverwatch_commands::aws::Discovery,
+    pub tenants: Arc<TenantService>,
+    pub billing: Arc<BillingService>,
+    pub cloud_accounts: Arc<CloudAccountService>,
+    pub cloud_organizations: Arc<CloudOrganizationService>,
+    pub detections: Arc<DetectionService>,
+    pub discovery: Arc<DiscoveryWorkflow>,
+    pub connect_members: Arc<ConnectMembers>,
     pub catalog: Arc<PlanCatalog>,
-    pub rate_limiter: Arc<crate::usage::RateLimiter>,
-    pub progress: Progress,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub read_models: ReadModels,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub signer: coverwatch_projections::signing::AuditSigner,
@@ -32,34 +36,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Creates the tenant's FREE subscription if it is missing (it is
-    /// created right after the tenant; this covers a crash in between).
-    pub async fn ensure_subscription(&self, tenant_id: Uuid) -> Result<(), CommandError> {
-        if self.billing.load(tenant_id).await?.tenant_id.is_some() {
-            return Ok(());
-        }
-        let create = SubscriptionCommand::Create { tenant_id };
-        match self
-            .billing
-            .subscriptions
-            .execute(tenant_id, create, &CommandMetadata::system(tenant_id))
-            .await
-        {
-            Ok(committed) => {
-                self.settle(committed).await;
-                Ok(())
-            }
-            Err(CommandError::Conflict | CommandError::Subscription(SubscriptionError::AlreadyExists)) => Ok(()),
-            Err(other) => Err(other),
-        }
-    }
-
     /// Read-your-writes: wait until the read models show a commit, so the
-    /// caller's next query sees it (bounded by `consistency_wait_ms`).
+    /// caller's next query sees it (bounded by `http.consistency_wait_ms`).
     pub async fn settle(&self, committed: Committed) {
-        let wait = Duration::from_millis(self.settings.consistency_wait_ms);
-        if !self.progress.wait_for(committed.position, wait).await {
-            tracing::warn!(position = committed.position, "read models did not catch up in time");
-        }
+        self.read_models.settle(committed).await;
     }
 }

@@ -1,5 +1,8 @@
-//! Errors of the application layer.
+//! Errors of the application layer: what an aggregate refused, a lost race,
+//! or something unexpected (with its context).
 
+use coverwatch_domain::cloud::{CloudAccountsError, CloudOrganizationError};
+use coverwatch_domain::detection::DetectionError;
 use coverwatch_domain::subscription::SubscriptionError;
 use coverwatch_domain::tenant::TenantError;
 
@@ -11,15 +14,23 @@ pub enum CommandError {
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
     #[error(transparent)]
-    Cloud(#[from] coverwatch_domain::cloud::CloudError),
+    CloudAccounts(#[from] CloudAccountsError),
     #[error(transparent)]
-    Detection(#[from] coverwatch_domain::detection::DetectionError),
+    CloudOrganization(#[from] CloudOrganizationError),
+    #[error(transparent)]
+    Detection(#[from] DetectionError),
     /// Another command changed the aggregate first, or a unique rule enforced
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]
     Conflict,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unexpected(anyhow::Error::new(error).context("database"))
+    }
 }
 
 impl<E> From<cqrs_es::AggregateError<E>> for CommandError

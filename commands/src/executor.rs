@@ -9,11 +9,15 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
+use std::fmt::Display;
 use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+/// How often a command decided on a stale aggregate is decided again.
+pub const RETRIES: usize = 25;
 
 /// Tenant commands (the Tenant aggregate's id is the tenant id).
 pub type TenantCommands = Commands<coverwatch_domain::tenant::Tenant>;
@@ -72,7 +76,7 @@ where
 
     pub async fn execute(
         &self,
-        id: Uuid,
+        id: impl Display,
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Committed, CommandError> {
@@ -113,7 +117,7 @@ where
             // The command decided nothing (e.g. a role set to the role it had).
             None => Ok(Committed {
                 position: 0,
-                version: self.version_of(id).await?,
+                version: self.version_of(&aggregate_id).await?,
             }),
         }
     }
@@ -124,7 +128,7 @@ where
     /// concurrent winner (a limit), so losers get the rule's answer.
     pub async fn execute_retrying(
         &self,
-        id: Uuid,
+        id: impl Display + Copy,
         command: A::Command,
         metadata: &CommandMetadata,
         attempts: usize,
@@ -146,18 +150,14 @@ where
         }
     }
 
-    async fn version_of(&self, id: Uuid) -> Result<u64, CommandError> {
-        let context = self
-            .store
-            .load_aggregate(&id.to_string())
-            .await
-            .map_err(CommandError::from)?;
+    async fn version_of(&self, id: &str) -> Result<u64, CommandError> {
+        let context = self.store.load_aggregate(id).await.map_err(CommandError::from)?;
         Ok(context.current_sequence as u64)
     }
 
     /// The aggregate as the log has it now: for decisions that span
     /// aggregates (a parent's hierarchy), never to answer queries.
-    pub async fn load(&self, id: Uuid) -> Result<A, CommandError> {
+    pub async fn load(&self, id: impl Display) -> Result<A, CommandError> {
         let context = self
             .store
             .load_aggregate(&id.to_string())

@@ -1,19 +1,30 @@
-//! The application layer: runs commands through cqrs-es over postgres-es, with
-//! the metadata every event carries, and reports where the commit landed in
+//! The application layer: runs commands through cqrs-es over postgres-es with
+//! the metadata every event carries and reports where the commit landed in
 //! the global order so callers can wait for read models (read-your-writes).
-//! The Stripe client and webhook verification live here too.
+//!
+//! * `executor`, `metadata`, `error`: running commands.
+//! * `services`: one application service per aggregate.
+//! * `workflows`: process managers, sagas and scheduled jobs.
+//! * `adapters`: AWS and Stripe.
+//! * `consistency` (waiting for read models), `log` (lookups in the event
+//!   log), `idempotency` (the `Idempotency-Key` store), `secrets` (keys and
+//!   tokens, stored hashed).
 
-pub mod aws;
-pub mod billing;
+pub mod adapters;
+pub mod consistency;
 pub mod error;
 pub mod executor;
+pub mod idempotency;
+pub mod log;
 pub mod metadata;
 pub mod secrets;
-pub mod stripe;
+pub mod services;
+pub mod workflows;
 
+pub use consistency::ReadModels;
 pub use error::CommandError;
 pub use executor::{
-    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, DetectionCommands, SubscriptionCommands,
-    TenantCommands,
+    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, DetectionCommands, RETRIES,
+    SubscriptionCommands, TenantCommands,
 };
 pub use metadata::CommandMetadata;

@@ -1,17 +1,18 @@
 //! The metadata carried by every event of a commit: who, from where, and in
 //! answer to what. The database refuses events that lack the required keys.
 
+use coverwatch_domain::ids::{ApiKeyId, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandMetadata {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// `member:<id>`, `api_key:<id>` style, `system` or `platform-admin`.
     pub actor: String,
     /// The API key the request authenticated with, when there was one.
-    pub api_key_id: Option<Uuid>,
+    pub api_key_id: Option<ApiKeyId>,
     pub request_id: String,
     pub correlation_id: String,
     pub causation_id: String,
@@ -22,7 +23,7 @@ pub struct CommandMetadata {
 
 impl CommandMetadata {
     /// Metadata for work Coverwatch does on its own (no request behind it).
-    pub fn system(tenant_id: Uuid) -> Self {
+    pub fn system(tenant_id: TenantId) -> Self {
         let id = Uuid::now_v7().to_string();
         Self {
             tenant_id,

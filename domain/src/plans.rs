@@ -160,6 +160,29 @@ pub struct Entitlements {
     pub api_rate_per_minute: u32,
 }
 
+/// A feature the tenant's tier lacks, with the cheapest tier that has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{feature} needs the {required_tier} tier or above")]
+pub struct FeatureNotInPlan {
+    pub feature: &'static str,
+    pub required_tier: Tier,
+}
+
+/// The one rule for organization features (registering an organization,
+/// discovering it, connecting its members, organization-scoped detections):
+/// every aggregate and service that needs them asks here. `org_features` is
+/// the tenant's entitlement now; `cheapest` the tier to name in a refusal.
+pub fn require_org_features(org_features: bool, cheapest: Tier, feature: &'static str) -> Result<(), FeatureNotInPlan> {
+    if org_features {
+        Ok(())
+    } else {
+        Err(FeatureNotInPlan {
+            feature,
+            required_tier: cheapest,
+        })
+    }
+}
+
 /// Per-tenant exceptions set by the platform admin; each present field wins
 /// over the tier's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ struct Checkpoints {
     signature: Vec<String>,
 }
 
-pub fn tenant_scope(tenant: uuid::Uuid) -> String {
+pub fn tenant_scope(tenant: coverwatch_domain::ids::TenantId) -> String {
     format!("tenant:{tenant}")
 }
 
@@ -164,7 +164,7 @@ impl Subscriber for Digests {
         let mut columns: (
             Vec<String>,
             Vec<String>,
-            Vec<Option<uuid::Uuid>>,
+            Vec<Option<coverwatch_domain::ids::TenantId>>,
             Vec<i64>,
             Vec<String>,
             Vec<i64>,

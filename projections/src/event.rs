@@ -1,4 +1,5 @@
-//! An event as stored in the log, and the gap-free batch read subscribers use.
+//! An event as stored in the log, the gap-free batch read subscribers use,
+//! and the tenant's stream auditors page through.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,7 +17,7 @@ pub struct StoredEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<coverwatch_domain::ids::TenantId>,
     #[sqlx(json)]
     pub payload: Value,
     #[sqlx(json)]
@@ -29,6 +30,22 @@ impl StoredEvent {
     /// A metadata value as text, if present.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// The event as its aggregate's type. Every subscriber decodes here: when
+    /// an event's shape changes incompatibly, its `event_version` is bumped
+    /// and the upcaster that turns older payloads into the new shape goes
+    /// here (and on the write side's event store), so read models keep
+    /// reading the whole history.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> anyhow::Result<E> {
+        serde_json::from_value(self.payload.clone()).map_err(|error| {
+            anyhow::anyhow!(
+                "decoding {} {} at position {}: {error}",
+                self.event_type,
+                self.event_version,
+                self.position
+            )
+        })
     }
 
     /// The payload of an externally tagged event (`{"EventName": {...}}`).
@@ -52,5 +69,22 @@ pub async fn read_batch(conn: &mut PgConnection, after: i64, limit: i64) -> Resu
     .bind(after)
     .bind(limit)
     .fetch_all(conn)
+    .await
+}
+
+/// A tenant's events strictly after `after`, in global order (for auditors).
+pub async fn tenant_events_page(
+    pool: &sqlx::PgPool,
+    tenant_id: coverwatch_domain::ids::TenantId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+    ))
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
     .await
 }

@@ -395,3 +395,10 @@ impl Subscriber for KafkaPublisher {
         Ok(())
     }
 }
+
+/// Events published without their payload (too large), for `/metrics`.
+pub async fn dead_letters(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM publisher_dead_letters")
+        .fetch_one(pool)
+        .await
+}

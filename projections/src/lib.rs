@@ -1,6 +1,9 @@
 //! Everything that reads the event log in global order: the subscription
 //! runtime (gap-free catch-up with checkpoints kept in the same transaction as
-//! the effects) and the read models built by its subscribers.
+//! the effects), the read models built by its subscribers, each owning its
+//! rows and the queries the API serves from them (`directory`,
+//! `audit`, `billing`, `cloud`, `coverage`), and the subscribers that are not
+//! read models (signed `digest`s, the `kafka` publisher).
 
 pub mod audit;
 pub mod billing;
@@ -20,28 +23,20 @@ use std::sync::Arc;
 
 /// The read models: subscribers that can be rebuilt from the log.
 pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
-    read_models_with(None)
-}
-
-/// The read models, the billing one with its seat watcher (which issues
-/// commands, so rebuilds go without it).
-fn read_models_with(seat_watcher: Option<Arc<dyn billing::SeatWatcher>>) -> Vec<Arc<dyn Subscriber>> {
     vec![
         Arc::new(directory::Directory),
         Arc::new(audit::AuditTrail),
-        Arc::new(billing::Billing { watcher: seat_watcher }),
+        Arc::new(billing::Billing),
         Arc::new(cloud::Cloud),
         Arc::new(coverage::Coverage),
     ]
 }
 
-/// Every subscriber a running Coverwatch has: the read models and the
-/// signed digests.
-pub fn all_subscribers(
-    digests: digest::Digests,
-    seat_watcher: Option<Arc<dyn billing::SeatWatcher>>,
-) -> Vec<Arc<dyn Subscriber>> {
-    let mut subscribers = read_models_with(seat_watcher);
+/// The subscribers of this crate a running Coverwatch has: the read models
+/// and the signed digests (workflows and the publisher are added by the
+/// process that runs them).
+pub fn all_subscribers(digests: digest::Digests) -> Vec<Arc<dyn Subscriber>> {
+    let mut subscribers = read_models();
     subscribers.push(Arc::new(digests));
     subscribers
 }

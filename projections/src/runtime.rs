@@ -25,11 +25,11 @@ pub trait Subscriber: Send + Sync {
     fn rebuildable(&self) -> bool {
         true
     }
-    /// Whether commands wait for it (read-your-writes). Only subscribers that
-    /// feed queries are awaited; a publisher or the digests are not.
-    fn awaited(&self) -> bool {
-        true
-    }
+    /// Whether commands wait for it (read-your-writes). Every subscriber
+    /// says so explicitly: those that feed queries (and workflows whose
+    /// effects a client reads right after its command) are awaited; a
+    /// publisher or the digests are not.
+    fn awaited(&self) -> bool;
     /// Apply one batch inside the caller's transaction. Must be idempotent per
     /// event (replays after a crash roll back with the checkpoint, but a
     /// rebuild may re-run events over rows it already wrote).
@@ -411,4 +411,29 @@ pub async fn step(pool: &PgPool, subscriber: &dyn Subscriber, batch_size: i64) -
         events: events.len(),
         position: last_position,
     })
+}
+
+/// One subscriber's checkpoint and how far it lags behind the log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CheckpointStatus {
+    pub name: String,
+    pub position: i64,
+    pub events_processed: i64,
+    /// Events in the log after the checkpoint.
+    pub lag_events: i64,
+    /// Age of the oldest of them (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// Every subscriber's checkpoint with its lag, by name.
+pub async fn checkpoints(pool: &PgPool) -> sqlx::Result<Vec<CheckpointStatus>> {
+    sqlx::query_as(
+        "SELECT c.name, c.position, c.events_processed,
+                (SELECT count(*) FROM events e WHERE e.position > c.position) AS lag_events,
+                coalesce(extract(epoch FROM now() - (SELECT e.recorded_at FROM events e
+                    WHERE e.position > c.position ORDER BY e.position LIMIT 1))::float8, 0) AS lag_seconds
+           FROM subscriber_checkpoints c ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await
 }

@@ -15,6 +15,7 @@ use crate::hash::HashedEvent;
 use crate::verify::{Checkpoint, HASHED_COLUMNS, Report, Verifier};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_projections::digest::{checkpoint_time, tenant_scope};
 use coverwatch_projections::signing::{AuditSigner, DIGEST_GENESIS, extend_digest, verify as verify_signature};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ pub struct BundleEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: String,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub payload: String,
     pub metadata: String,
     pub prev_hash: String,
@@ -66,7 +67,7 @@ pub struct DigestAnchor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -141,7 +142,7 @@ and the tenant's running digest against the signed checkpoints in checkpoints.js
 pub async fn export(
     pool: &PgPool,
     signer: &AuditSigner,
-    tenant: Uuid,
+    tenant: TenantId,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     out: &Path,

@@ -10,6 +10,7 @@
 //! event of an aggregate chains to 64 zeros.
 
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::TenantId;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -26,7 +27,7 @@ pub struct HashedEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub payload: String,
     pub metadata: String,
     pub prev_hash: String,

@@ -3,6 +3,7 @@
 //! directory read model's fold). API key hashes are never shown.
 
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::{ApiKeyId, MemberId, TenantId};
 use coverwatch_domain::tenant::{Tenant, TenantEvent};
 use coverwatch_projections::StoredEvent;
 use coverwatch_projections::directory::{InvitationRow, MemberRow, TenantRow, fold};
@@ -10,12 +11,11 @@ use coverwatch_projections::event::EVENT_COLUMNS;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiKeyAsOf {
-    pub id: Uuid,
-    pub member_id: Uuid,
+    pub id: ApiKeyId,
+    pub member_id: MemberId,
     pub name: String,
     pub prefix: String,
     pub created_at: DateTime<Utc>,
@@ -55,7 +55,11 @@ pub async fn events_until(
 }
 
 /// `None` when the tenant did not exist yet at `as_of`.
-pub async fn tenant_as_of(pool: &PgPool, tenant_id: Uuid, as_of: DateTime<Utc>) -> anyhow::Result<Option<TenantAsOf>> {
+pub async fn tenant_as_of(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    as_of: DateTime<Utc>,
+) -> anyhow::Result<Option<TenantAsOf>> {
     let events = events_until(pool, "tenant", &tenant_id.to_string(), as_of).await?;
     let folded = fold(&events)?;
     let Some(tenant) = folded.tenants.into_iter().next() else {
@@ -63,7 +67,7 @@ pub async fn tenant_as_of(pool: &PgPool, tenant_id: Uuid, as_of: DateTime<Utc>) 
     };
     let mut aggregate = Tenant::default();
     for event in &events {
-        aggregate.apply(serde_json::from_value::<TenantEvent>(event.payload.clone())?);
+        aggregate.apply(event.decode::<TenantEvent>()?);
     }
     Ok(Some(TenantAsOf {
         as_of,

@@ -11,13 +11,13 @@
 //! place where the evidence diverges.
 
 use crate::hash::{GENESIS, HashedEvent, event_hash};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_projections::digest::{GLOBAL_SCOPE, tenant_scope};
 use coverwatch_projections::signing::{DIGEST_GENESIS, checkpoint_message, extend_digest, verify as verify_signature};
 use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Divergence {
@@ -256,7 +256,7 @@ pub const HASHED_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_
 /// Verify the whole log, or one tenant's part of it, against the signed
 /// checkpoints and heads in the database. `public_key`: the published audit
 /// key (hex) the checkpoints must verify with.
-pub async fn verify_log(pool: &PgPool, tenant: Option<Uuid>, public_key: Option<String>) -> anyhow::Result<Report> {
+pub async fn verify_log(pool: &PgPool, tenant: Option<TenantId>, public_key: Option<String>) -> anyhow::Result<Report> {
     let scopes: Vec<String> = match tenant {
         Some(t) => vec![tenant_scope(t)],
         None => vec![], // all scopes

@@ -25,10 +25,10 @@ async fn billed_app_with(clock: Arc<dyn coverwatch_domain::clock::Clock>) -> Bil
     let front = StripeFront::start(&stripe).await;
     let base = front.base.clone();
     let app = spawn_app_with(clock, move |settings| {
-        settings.stripe_secret_key = Some(SECRET_KEY.to_owned().into());
-        settings.stripe_webhook_secret = Some(WEBHOOK_SECRET.to_owned().into());
-        settings.stripe_api_base = Some(base);
-        settings.settle_interval_ms = 100;
+        settings.stripe.secret_key = Some(SECRET_KEY.to_owned().into());
+        settings.stripe.webhook_secret = Some(WEBHOOK_SECRET.to_owned().into());
+        settings.stripe.api_base = Some(base);
+        settings.subscribers.settle_interval_ms = 100;
     })
     .await;
     Billed { app, stripe, front }
@@ -766,7 +766,10 @@ async fn mrr_counts_paying_subscriptions_by_tier_from_the_read_model() {
 #[tokio::test]
 async fn a_legacy_tenant_keeps_its_limits_for_three_months_then_falls_to_free() {
     let clock = ManualClock::at(Utc::now());
-    let app = spawn_app_with(Arc::new(clock.clone()), |settings| settings.settle_interval_ms = 100).await;
+    let app = spawn_app_with(Arc::new(clock.clone()), |settings| {
+        settings.subscribers.settle_interval_ms = 100
+    })
+    .await;
     let tenant = app.create_free_tenant("legacy-co").await;
     let migrated = expect_status(
         app.request(

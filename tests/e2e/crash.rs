@@ -90,16 +90,17 @@ async fn caught_up(pool: &PgPool) -> bool {
         .fetch_one(pool)
         .await
         .unwrap();
-    // The read models, the digests and the derived-detections process manager.
-    behind == 0 && subscribers == read_models().len() as i64 + 2
+    // The read models, the digests and the two workflows that subscribe
+    // (derived detections, usage thresholds).
+    behind == 0 && subscribers == read_models().len() as i64 + 3
 }
 
 #[tokio::test]
 async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild() {
     // The API runs here without subscribers (and without waiting for them).
     let app = spawn_app_with(Arc::new(SystemClock), |s| {
-        s.subscribers = false;
-        s.consistency_wait_ms = 0;
+        s.subscribers.enabled = false;
+        s.http.consistency_wait_ms = 0;
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));

@@ -134,10 +134,10 @@ pub(crate) async fn registered_on(
 ) -> (TestApp, TestTenant, String) {
     let endpoint = endpoint.to_owned();
     let app = spawn_app_with(clock, move |settings| {
-        settings.settle_interval_ms = 100;
-        settings.aws_endpoint_url = Some(endpoint);
-        settings.aws_access_key_id = Some("testing".into());
-        settings.aws_secret_access_key = Some("testing".to_owned().into());
+        settings.subscribers.settle_interval_ms = 100;
+        settings.aws.endpoint_url = Some(endpoint);
+        settings.aws.access_key_id = Some("testing".into());
+        settings.aws.secret_access_key = Some("testing".to_owned().into());
     })
     .await;
     let tenant = app.create_tenant("org-discovery").await;

@@ -2,7 +2,7 @@
 //! application on port 0, plus small HTTP helpers.
 
 use coverwatch_api::Settings;
-use coverwatch_api::local_pg::LocalPostgres;
+use coverwatch_api::devtools::local_pg::LocalPostgres;
 use coverwatch_api::startup::{Application, MIGRATOR};
 use coverwatch_domain::clock::{Clock, ManualClock, SystemClock};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -129,13 +129,13 @@ pub async fn fresh_database() -> String {
 
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::defaults();
-    settings.bind = "127.0.0.1:0".into();
-    settings.database_url = Some(database_url.to_owned().into());
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
-    settings.database_pool_size = 10;
-    settings.audit_signing_key = Some(SIGNING_KEY.to_owned().into());
+    settings.http.bind = "127.0.0.1:0".into();
+    settings.database.url = Some(database_url.to_owned().into());
+    settings.http.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.database.pool_size = 10;
+    settings.audit.signing_key = Some(SIGNING_KEY.to_owned().into());
     // A signed checkpoint after every batch, so every test's events are covered.
-    settings.digest_checkpoint_every = 1;
+    settings.audit.checkpoint_every = 1;
     settings
 }
 

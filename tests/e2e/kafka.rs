@@ -144,9 +144,9 @@ pub fn consume(broker: &Broker, expected: usize, timeout: Duration) -> Vec<Value
 async fn spawn_with_kafka(broker: &Broker, configure: impl FnOnce(&mut coverwatch_api::Settings)) -> TestApp {
     let brokers = broker.address();
     spawn_app_with(Arc::new(SystemClock), move |s| {
-        s.kafka_brokers = Some(brokers);
-        s.kafka_partitions = 3;
-        s.kafka_delivery_timeout_ms = 3_000;
+        s.kafka.brokers = Some(brokers);
+        s.kafka.partitions = 3;
+        s.kafka.delivery_timeout_ms = 3_000;
         configure(s);
     })
     .await
@@ -376,8 +376,8 @@ async fn a_killed_publisher_resumes_from_its_checkpoint_with_duplicates_only_aft
     let broker = Broker::start().await;
     // Commands here; subscribers (and the publisher) in a process we kill.
     let app = spawn_app_with(Arc::new(SystemClock), |s| {
-        s.subscribers = false;
-        s.consistency_wait_ms = 0;
+        s.subscribers.enabled = false;
+        s.http.consistency_wait_ms = 0;
     })
     .await;
     // A backlog to publish in small batches, so the kill lands mid-stream.
@@ -453,7 +453,7 @@ async fn a_killed_publisher_resumes_from_its_checkpoint_with_duplicates_only_aft
 #[tokio::test]
 async fn an_oversized_event_is_published_as_a_notice_and_blocks_nothing() {
     let broker = Broker::start().await;
-    let app = spawn_with_kafka(&broker, |s| s.kafka_max_message_bytes = 8_000).await;
+    let app = spawn_with_kafka(&broker, |s| s.kafka.max_message_bytes = 8_000).await;
     let tenant = app.create_tenant("big").await;
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)

@@ -173,7 +173,8 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
             "coverage",
             "derived_detections",
             "digests",
-            "directory"
+            "directory",
+            "usage_thresholds"
         ],
         "no Kafka publisher without brokers"
     );

@@ -1,7 +1,7 @@
 //! Platform admin: list tenants, suspend and reactivate them
 //! (`Authorization: Bearer $COVERWATCH_ADMIN_TOKEN`).
 
-use super::tenants::{TENANT_COLUMNS, TenantView, admin_command, platform_admin};
+use super::tenants::{TenantView, admin_command, platform_admin};
 use super::{Page, limit, page, uuid_cursor};
 use crate::auth::{Principal, RequestInfo};
 use crate::error::{ApiError, ApiResult};
@@ -9,10 +9,11 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::tenant::TenantCommand;
+use coverwatch_projections::directory::queries;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -44,18 +45,13 @@ pub async fn list_tenants(
     {
         return Err(ApiError::validation("status", "must be active, suspended or deleted"));
     }
-    let rows: Vec<TenantView> = sqlx::query_as(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants
-          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
-          ORDER BY id LIMIT $3"
-    ))
-    .bind(&query.status)
-    .bind(uuid_cursor(query.cursor.as_deref())?)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |t| t.id.to_string());
-    Ok(Json(Page { items, next_cursor }))
+    let after = uuid_cursor(query.cursor.as_deref())?;
+    let rows = queries::tenants_page(&state.pool, query.status.as_deref(), after, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |t| t.id.to_string());
+    Ok(Json(Page {
+        items: rows.into_iter().map(TenantView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Suspend a tenant: its members can read but not write.
@@ -66,7 +62,7 @@ pub async fn suspend_tenant(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<SuspendTenant>,
 ) -> ApiResult<Json<TenantView>> {
     principal.require_admin()?;
@@ -85,7 +81,7 @@ pub async fn reactivate_tenant(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<TenantView>> {
     principal.require_admin()?;
     let command = TenantCommand::Reactivate { by: platform_admin() };

@@ -11,9 +11,10 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use coverwatch_commands::billing::RETRIES;
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::plans::{BillingCycle, Limit, Price, Tier};
-use coverwatch_domain::subscription::{OverridesPatch, Subscription, SubscriptionCommand, SubscriptionStatus};
+use coverwatch_domain::subscription::{OverridesPatch, SubscriptionCommand, SubscriptionStatus};
+use coverwatch_projections::billing::queries;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -57,25 +58,21 @@ pub async fn list_subscriptions(
         }
     };
     let limit = limit(query.limit)?;
-    let cursor = super::uuid_cursor(query.cursor.as_deref())?;
-    let rows: Vec<(Uuid, sqlx::types::Json<Subscription>)> = sqlx::query_as(
-        "SELECT tenant_id, state FROM subscriptions
-          WHERE ($1::text IS NULL OR tier = $1) AND ($2::text IS NULL OR status = $2)
-            AND ($3::uuid IS NULL OR tenant_id > $3)
-          ORDER BY tenant_id LIMIT $4",
+    let cursor: Option<TenantId> = super::uuid_cursor(query.cursor.as_deref())?;
+    let rows = queries::subscriptions_page(
+        &state.pool,
+        tier.map(Tier::as_str),
+        status.map(SubscriptionStatus::as_str),
+        cursor,
+        limit + 1,
     )
-    .bind(tier.map(Tier::as_str))
-    .bind(status.map(SubscriptionStatus::as_str))
-    .bind(cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
     .await?;
     let (rows, next_cursor) = page(rows, limit, |(id, _)| id.to_string());
     let items = rows
         .into_iter()
         .map(|(tenant_id, subscription)| TenantSubscription {
-            tenant_id,
-            subscription: view(&subscription.0, &state),
+            tenant_id: tenant_id.into(),
+            subscription: view(&subscription, &state),
         })
         .collect();
     Ok(Json(Page { items, next_cursor }))
@@ -102,15 +99,10 @@ pub struct MrrView {
     responses((status = 200, body = MrrView)))]
 pub async fn mrr(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<MrrView>> {
     principal.require_admin()?;
-    let rows: Vec<(sqlx::types::Json<Subscription>,)> = sqlx::query_as(
-        "SELECT state FROM subscriptions WHERE status IN ('active', 'past_due') AND stripe_subscription_id IS NOT NULL",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = queries::paying(&state.pool).await?;
     let now = state.clock.now();
     let mut by_tier: BTreeMap<String, TierRevenue> = BTreeMap::new();
-    for (subscription,) in rows {
-        let subscription = subscription.0;
+    for subscription in rows {
         // A cancellation whose period already ended no longer pays.
         if subscription.effective_tier(now, &state.catalog) == Tier::Free {
             continue;
@@ -170,21 +162,11 @@ pub struct OverridesBody {
 async fn admin_subscription_command(
     state: &AppState,
     info: &RequestInfo,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     command: SubscriptionCommand,
 ) -> ApiResult<Json<SubscriptionView>> {
-    // The log, not a read model: it may lag behind a tenant just created.
-    let tenant = state.tenants.load(tenant_id).await?;
-    if tenant.id.is_none() || tenant.status == coverwatch_domain::tenant::TenantStatus::Deleted {
-        return Err(ApiError::NotFound("tenant".into()));
-    }
-    state.ensure_subscription(tenant_id).await?;
     let metadata = anonymous_metadata(tenant_id, "platform-admin", info);
-    let committed = state
-        .billing
-        .subscriptions
-        .execute_retrying(tenant_id, command, &metadata, RETRIES)
-        .await?;
+    let committed = state.billing.admin_change(tenant_id, command, &metadata).await?;
     state.settle(committed).await;
     Ok(Json(view(&state.billing.load(tenant_id).await?, state)))
 }
@@ -197,7 +179,7 @@ pub async fn put_overrides(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<OverridesBody>,
 ) -> ApiResult<Json<SubscriptionView>> {
     principal.require_admin()?;
@@ -227,7 +209,7 @@ pub async fn grant_grace(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<GraceBody>,
 ) -> ApiResult<Json<SubscriptionView>> {
     principal.require_admin()?;
@@ -248,13 +230,13 @@ pub async fn legacy_migration(
     State(state): State<AppState>,
     principal: Principal,
     info: RequestInfo,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<SubscriptionView>> {
     principal.require_admin()?;
     admin_subscription_command(&state, &info, tenant_id, SubscriptionCommand::MigrateFromLegacy).await
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UnmatchedEvent {
     pub event_id: String,
     pub event_type: String,
@@ -281,14 +263,20 @@ pub async fn unmatched_events(
 ) -> ApiResult<Json<Page<UnmatchedEvent>>> {
     principal.require_admin()?;
     let limit = limit(query.limit)?;
-    let rows: Vec<UnmatchedEvent> = sqlx::query_as(
-        "SELECT event_id, event_type, customer_id, event_created, received_at FROM stripe_unmatched_events
-          WHERE ($1::text IS NULL OR event_id > $1) ORDER BY event_id LIMIT $2",
-    )
-    .bind(query.cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |e| e.event_id.clone());
+    let rows = state
+        .billing
+        .unmatched_events(query.cursor.as_deref(), limit + 1)
+        .await?;
+    let (rows, next_cursor) = page(rows, limit, |e| e.event_id.clone());
+    let items = rows
+        .into_iter()
+        .map(|e| UnmatchedEvent {
+            event_id: e.event_id,
+            event_type: e.event_type,
+            customer_id: e.customer_id,
+            event_created: e.event_created,
+            received_at: e.received_at,
+        })
+        .collect();
     Ok(Json(Page { items, next_cursor }))
 }

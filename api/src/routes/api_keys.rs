@@ -1,7 +1,6 @@
 //! API keys: every member can create and revoke its own; owners and admins
 //! see and revoke everyone's. Keys are shown once and stored hashed.
 
-use super::tenants::generate_key;
 use super::{Page, limit, page, uuid_cursor};
 use crate::auth::{Principal, RequestInfo};
 use crate::error::ApiResult;
@@ -13,8 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::{ApiKeyId, MemberId, TenantId};
 use coverwatch_domain::tenant::TenantCommand;
 use coverwatch_domain::values::Name;
+use coverwatch_projections::directory::{ApiKeyRow, queries};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -36,7 +37,7 @@ pub struct CreatedApiKey {
     pub api_key: String,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub name: String,
@@ -44,6 +45,19 @@ pub struct ApiKeyView {
     pub member_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRow> for ApiKeyView {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: row.id.into(),
+            name: row.name,
+            prefix: row.prefix,
+            member_id: row.member_id.into(),
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -62,33 +76,28 @@ pub async fn create_api_key(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let mut fields = Fields::default();
     let name = fields.check("name", Name::parse(body.name.as_deref().unwrap_or("default")));
     fields.finish()?;
-    let name = name.unwrap();
-    let (mut key, plaintext) = generate_key("default");
-    key.name = name.clone();
-    let created = CreatedApiKey {
-        id: key.key_id,
-        name: name.into(),
-        prefix: key.prefix.clone(),
-        member_id: member.member_id,
-        api_key: plaintext,
-    };
-    let command = TenantCommand::CreateApiKey {
-        by: member.actor(),
-        key,
-    };
-    let committed = state
+    let created = state
         .tenants
-        .execute(tenant_id, command.into(), &member.metadata(&info))
+        .create_api_key(tenant_id, member.actor(), name.unwrap(), &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
-    Ok((StatusCode::CREATED, Json(created)))
+    state.settle(created.committed).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            id: created.key.key_id.into(),
+            name: created.key.name.into(),
+            prefix: created.key.prefix,
+            member_id: member.member_id.into(),
+            api_key: created.plaintext,
+        }),
+    ))
 }
 
 /// API keys: all of the tenant's for owners and admins, else the caller's own.
@@ -99,25 +108,19 @@ pub async fn list_api_keys(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<ApiKeyQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
-    let only_member = (!member.role.can_administer()).then_some(member.member_id);
+    let only_member: Option<MemberId> = (!member.role.can_administer()).then_some(member.member_id);
     let limit = limit(query.limit)?;
-    let rows: Vec<ApiKeyView> = sqlx::query_as(
-        "SELECT id, name, prefix, member_id, created_at, revoked_at FROM api_keys
-          WHERE tenant_id = $1 AND ($2::uuid IS NULL OR member_id = $2) AND ($3::uuid IS NULL OR id > $3)
-          ORDER BY id LIMIT $4",
-    )
-    .bind(tenant_id)
-    .bind(only_member)
-    .bind(uuid_cursor(query.cursor.as_deref())?)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |k| k.id.to_string());
-    Ok(Json(Page { items, next_cursor }))
+    let after: Option<ApiKeyId> = uuid_cursor(query.cursor.as_deref())?;
+    let rows = queries::api_keys_page(&state.pool, tenant_id, only_member, after, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |k| k.id.to_string());
+    Ok(Json(Page {
+        items: rows.into_iter().map(ApiKeyView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Revoke a key: own keys by anyone, others' by owners and admins.
@@ -129,7 +132,7 @@ pub async fn revoke_api_key(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, key_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, key_id)): ApiPath<(TenantId, ApiKeyId)>,
 ) -> ApiResult<StatusCode> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let command = TenantCommand::RevokeApiKey {

@@ -10,12 +10,15 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::values::Role;
+use coverwatch_projections::audit::AuditRow;
+use coverwatch_projections::audit::queries::{self, AuditFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     /// Global position of the event in the log.
     pub position: i64,
@@ -31,6 +34,26 @@ pub struct AuditEntry {
     pub user_agent: Option<String>,
     pub impersonated_by: Option<String>,
     pub summary: String,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> Self {
+        Self {
+            position: row.position,
+            event_id: row.event_id,
+            recorded_at: row.recorded_at,
+            actor: row.actor,
+            action: row.action,
+            resource_type: row.resource_type,
+            resource_id: row.resource_id,
+            request_id: row.request_id,
+            correlation_id: row.correlation_id,
+            client_ip: row.client_ip,
+            user_agent: row.user_agent,
+            impersonated_by: row.impersonated_by,
+            summary: row.summary,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,7 +79,7 @@ pub async fn audit_log(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -80,31 +103,18 @@ pub async fn audit_log(
             None => (Some(r.to_owned()), None),
         },
     };
-    let rows: Vec<AuditEntry> = sqlx::query_as(
-        "SELECT position, event_id, recorded_at, actor, action, resource_type, resource_id, request_id,
-                correlation_id, client_ip, user_agent, impersonated_by, summary
-           FROM audit_log
-          WHERE tenant_id = $1
-            AND ($2::text IS NULL OR actor = $2)
-            AND ($3::text IS NULL OR action = $3)
-            AND ($4::text IS NULL OR resource_type = $4)
-            AND ($5::text IS NULL OR resource_id = $5)
-            AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-            AND ($7::timestamptz IS NULL OR recorded_at < $7)
-            AND ($8::bigint IS NULL OR position < $8)
-          ORDER BY position DESC LIMIT $9",
-    )
-    .bind(tenant_id)
-    .bind(&query.actor)
-    .bind(&query.action)
-    .bind(resource_type)
-    .bind(resource_id)
-    .bind(query.from)
-    .bind(query.to)
-    .bind(cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |e| e.position.to_string());
-    Ok(Json(Page { items, next_cursor }))
+    let filter = AuditFilter {
+        actor: query.actor,
+        action: query.action,
+        resource_type,
+        resource_id,
+        from: query.from,
+        to: query.to,
+    };
+    let rows = queries::page(&state.pool, tenant_id, &filter, cursor, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |e| e.position.to_string());
+    Ok(Json(Page {
+        items: rows.into_iter().map(AuditEntry::from).collect(),
+        next_cursor,
+    }))
 }

@@ -13,9 +13,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::values::Role;
 use coverwatch_projections::StoredEvent;
-use coverwatch_projections::event::EVENT_COLUMNS;
+use coverwatch_projections::audit::{AuditRow, queries as audit};
+use coverwatch_projections::event::tenant_events_page;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -58,7 +60,7 @@ impl From<StoredEvent> for EventView {
             event_type: e.event_type,
             event_version: e.event_version,
             recorded_at: e.recorded_at,
-            tenant_id: e.tenant_id,
+            tenant_id: e.tenant_id.map(Into::into),
             payload: e.payload,
             metadata: e.metadata,
             prev_hash: e.prev_hash,
@@ -92,7 +94,7 @@ pub struct PublicKey {
     pub pem: String,
 }
 
-async fn auditor(state: &AppState, principal: &Principal, headers: &HeaderMap, tenant_id: Uuid) -> ApiResult<()> {
+async fn auditor(state: &AppState, principal: &Principal, headers: &HeaderMap, tenant_id: TenantId) -> ApiResult<()> {
     let member = principal.in_tenant(tenant_id, state, headers).await?;
     member.require(
         Role::can_read_audit,
@@ -108,19 +110,12 @@ pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<Page<EventView>>> {
     auditor(&state, &principal, &headers, tenant_id).await?;
     let limit = limit(query.limit)?;
-    let rows: Vec<StoredEvent> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
-    ))
-    .bind(tenant_id)
-    .bind(query.after_position.unwrap_or(0))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = tenant_events_page(&state.pool, tenant_id, query.after_position.unwrap_or(0), limit + 1).await?;
     let (items, next_cursor) = super::page(rows, limit, |e| e.position.to_string());
     Ok(Json(Page {
         items: items.into_iter().map(EventView::from).collect(),
@@ -138,7 +133,7 @@ pub async fn state_as_of(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     auditor(&state, &principal, &headers, tenant_id).await?;
@@ -158,7 +153,7 @@ pub async fn verify(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<serde_json::Value>> {
     auditor(&state, &principal, &headers, tenant_id).await?;
     let report =
@@ -167,24 +162,6 @@ pub async fn verify(
     let mut value = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
     value["ok"] = serde_json::Value::Bool(report.ok());
     Ok(Json(value))
-}
-
-#[derive(sqlx::FromRow, Serialize)]
-struct ExportRow {
-    position: i64,
-    event_id: Uuid,
-    recorded_at: DateTime<Utc>,
-    actor: String,
-    action: String,
-    resource_type: String,
-    resource_id: String,
-    request_id: String,
-    correlation_id: String,
-    causation_id: String,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-    impersonated_by: Option<String>,
-    summary: String,
 }
 
 const CSV_HEADER: &str = "position,event_id,recorded_at,actor,action,resource_type,resource_id,request_id,correlation_id,causation_id,client_ip,user_agent,impersonated_by,summary\n";
@@ -197,7 +174,7 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-fn csv_line(row: &ExportRow) -> String {
+fn csv_line(row: &AuditRow) -> String {
     let optional = |v: &Option<String>| csv_field(v.as_deref().unwrap_or(""));
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
@@ -227,7 +204,7 @@ pub async fn export_audit_log(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> ApiResult<Response> {
     auditor(&state, &principal, &headers, tenant_id).await?;
@@ -247,18 +224,7 @@ pub async fn export_audit_log(
         {
             return;
         }
-        let mut rows = sqlx::query_as::<_, ExportRow>(
-            "SELECT position, event_id, recorded_at, actor, action, resource_type, resource_id, request_id,
-                    correlation_id, causation_id, client_ip, user_agent, impersonated_by, summary
-               FROM audit_log
-              WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR recorded_at >= $2)
-                AND ($3::timestamptz IS NULL OR recorded_at < $3)
-              ORDER BY position",
-        )
-        .bind(tenant_id)
-        .bind(query.from)
-        .bind(query.to)
-        .fetch(&pool);
+        let mut rows = audit::export(&pool, tenant_id, query.from, query.to);
         loop {
             let line = match rows.try_next().await {
                 Ok(Some(row)) if csv => csv_line(&row),

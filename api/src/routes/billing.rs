@@ -6,20 +6,24 @@ use crate::auth::{Member, Principal, RequestInfo};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
-use crate::usage::{UsageReport, subscription_view, usage_report};
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use coverwatch_commands::billing::{RETRIES, WebhookOutcome};
+use coverwatch_commands::services::billing::WebhookOutcome;
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::plans::{BillingCycle, Price, Tier};
 use coverwatch_domain::subscription::{Subscription, SubscriptionCommand, Usage};
 use coverwatch_domain::values::Role;
+use coverwatch_projections::billing::usage::{self, MetricUsage as MetricRow, UsageReport as ReportRow};
+use coverwatch_projections::billing::{InvoiceRow, queries};
+use coverwatch_projections::directory::queries as directory;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EntitlementsView {
@@ -169,10 +173,10 @@ pub async fn get_subscription(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<SubscriptionView>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
-    let subscription = subscription_view(&state.pool, tenant_id).await?;
+    let subscription = queries::subscription(&state.pool, tenant_id).await?;
     Ok(Json(view(&subscription, &state)))
 }
 
@@ -217,25 +221,26 @@ pub async fn checkout(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<PlanChoice>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     owner_only(&member)?;
     let tier = parse_tier(&body.tier)?;
     let cycle = parse_cycle(body.cycle.as_deref())?;
-    let (name, billing_email): (String, Option<String>) =
-        sqlx::query_as("SELECT name, coalesce(billing_email, contact_email) FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_one(&state.pool)
-            .await?;
-    state.ensure_subscription(tenant_id).await?;
-    let base = state.settings.public_url.trim_end_matches('/');
+    let tenant = directory::tenant(&state.pool, tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant".into()))?;
+    let billing_email = tenant.billing_email.or(tenant.contact_email);
+    if let Some(created) = state.billing.ensure_subscription(tenant_id).await? {
+        state.settle(created).await;
+    }
+    let base = state.settings.http.public_url.trim_end_matches('/');
     let (session, committed) = state
         .billing
         .checkout(
             tenant_id,
-            &name,
+            &tenant.name,
             billing_email.as_deref(),
             tier,
             cycle,
@@ -267,11 +272,11 @@ pub async fn portal(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     owner_only(&member)?;
-    let base = state.settings.public_url.trim_end_matches('/');
+    let base = state.settings.http.public_url.trim_end_matches('/');
     let url = state.billing.portal(tenant_id, &format!("{base}/billing")).await?;
     Ok((StatusCode::CREATED, Json(PortalView { url })))
 }
@@ -281,21 +286,14 @@ async fn owner_command(
     principal: &Principal,
     info: &RequestInfo,
     headers: &HeaderMap,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     command: impl FnOnce(Usage) -> SubscriptionCommand,
 ) -> ApiResult<Json<SubscriptionView>> {
     let member = principal.in_tenant(tenant_id, state, headers).await?;
     owner_only(&member)?;
-    state.ensure_subscription(tenant_id).await?;
-    let now = state.clock.now();
-    let usage = Usage {
-        accounts: state.cloud_accounts.load(tenant_id).await?.connected(),
-        members: state.tenants.load(tenant_id).await?.seats_used(now),
-    };
     let committed = state
         .billing
-        .subscriptions
-        .execute_retrying(tenant_id, command(usage), &member.metadata(info), RETRIES)
+        .owner_change(tenant_id, command, &member.metadata(info))
         .await?;
     state.settle(committed).await;
     let subscription = state.billing.load(tenant_id).await?;
@@ -312,7 +310,7 @@ pub async fn change_plan(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<PlanChoice>,
 ) -> ApiResult<Json<SubscriptionView>> {
     let tier = parse_tier(&body.tier)?;
@@ -332,7 +330,7 @@ pub async fn cancel(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<SubscriptionView>> {
     owner_command(&state, &principal, &info, &headers, tenant_id, |_| {
         SubscriptionCommand::CancelAtPeriodEnd
@@ -349,7 +347,7 @@ pub async fn reactivate(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<SubscriptionView>> {
     owner_command(&state, &principal, &info, &headers, tenant_id, |_| {
         SubscriptionCommand::Reactivate
@@ -357,11 +355,8 @@ pub async fn reactivate(
     .await
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceView {
-    /// The log position that last wrote it: the list's cursor.
-    #[serde(skip)]
-    pub position: i64,
     pub invoice_id: String,
     pub number: Option<String>,
     pub subscription_id: Option<String>,
@@ -374,6 +369,25 @@ pub struct InvoiceView {
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: Option<DateTime<Utc>>,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl From<InvoiceRow> for InvoiceView {
+    fn from(row: InvoiceRow) -> Self {
+        Self {
+            invoice_id: row.invoice_id,
+            number: row.number,
+            subscription_id: row.subscription_id,
+            status: row.status,
+            currency: row.currency,
+            amount_due_cents: row.amount_due_cents,
+            amount_paid_cents: row.amount_paid_cents,
+            hosted_invoice_url: row.hosted_invoice_url,
+            invoice_pdf: row.invoice_pdf,
+            period_start: row.period_start,
+            period_end: row.period_end,
+            recorded_at: row.recorded_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -392,7 +406,7 @@ pub async fn list_invoices(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> ApiResult<Json<Page<InvoiceView>>> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -405,20 +419,12 @@ pub async fn list_invoices(
                 .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?,
         ),
     };
-    let rows: Vec<InvoiceView> = sqlx::query_as(
-        "SELECT position, invoice_id, number, subscription_id, status, currency, amount_due_cents,
-                amount_paid_cents, hosted_invoice_url, invoice_pdf, period_start, period_end, recorded_at
-           FROM invoices
-          WHERE tenant_id = $1 AND ($2::bigint IS NULL OR position < $2)
-          ORDER BY position DESC LIMIT $3",
-    )
-    .bind(tenant_id)
-    .bind(cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |invoice| invoice.position.to_string());
-    Ok(Json(Page { items, next_cursor }))
+    let rows = queries::invoices_page(&state.pool, tenant_id, cursor, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |invoice| invoice.position.to_string());
+    Ok(Json(Page {
+        items: rows.into_iter().map(InvoiceView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Usage against the plan in the current billing period (any member).
@@ -429,12 +435,47 @@ pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<UsageReport>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
-    Ok(Json(
-        usage_report(&state.pool, &state.catalog, tenant_id, state.clock.now()).await?,
-    ))
+    let report = usage::report(&state.pool, &state.catalog, tenant_id, state.clock.now()).await?;
+    Ok(Json(report.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricUsage {
+    pub used: u64,
+    /// `null` when unlimited.
+    pub limit: Option<u64>,
+    /// `null` when unlimited.
+    pub percent: Option<f64>,
+    /// Thresholds (80, 100) crossed in this period, as recorded in the log.
+    pub thresholds_crossed: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub tier: String,
+    pub metrics: BTreeMap<String, MetricUsage>,
+}
+
+impl From<ReportRow> for UsageReport {
+    fn from(report: ReportRow) -> Self {
+        let metric = |m: MetricRow| MetricUsage {
+            used: m.used,
+            limit: m.limit,
+            percent: m.percent,
+            thresholds_crossed: m.thresholds_crossed,
+        };
+        Self {
+            period_start: report.period_start,
+            period_end: report.period_end,
+            tier: report.tier,
+            metrics: report.metrics.into_iter().map(|(name, m)| (name, metric(m))).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

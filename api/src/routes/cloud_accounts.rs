@@ -13,10 +13,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use coverwatch_commands::billing::RETRIES;
 use coverwatch_domain::cloud::values::{AwsAccountId, Environment, Region, RoleArn};
-use coverwatch_domain::cloud::{AccountSource, CloudAccountsCommand, CloudOrganizationCommand, NewAccount};
+use coverwatch_domain::cloud::{AccountSource, NewAccount};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::values::Role;
+use coverwatch_projections::cloud::queries::{self, CloudAccountRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -34,7 +35,7 @@ pub struct ConnectAccount {
     pub environment: String,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CloudAccountView {
     pub account_id: String,
     pub alias: Option<String>,
@@ -50,22 +51,33 @@ pub struct CloudAccountView {
     pub updated_at: DateTime<Utc>,
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "account_id, alias, region, role_arn, environment, status, source, organization_id, connected_at, updated_at";
+impl From<CloudAccountRow> for CloudAccountView {
+    fn from(row: CloudAccountRow) -> Self {
+        Self {
+            account_id: row.account_id,
+            alias: row.alias,
+            region: row.region,
+            role_arn: row.role_arn,
+            environment: row.environment,
+            status: row.status,
+            source: row.source,
+            organization_id: row.organization_id.map(Into::into),
+            connected_at: row.connected_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
 
+/// The account as the read model shows it after a command that wrote it.
 pub(super) async fn account_view(
     state: &AppState,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account_id: &str,
 ) -> ApiResult<Json<CloudAccountView>> {
-    let view: CloudAccountView = sqlx::query_as(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM cloud_accounts WHERE tenant_id = $1 AND account_id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(account_id)
-    .fetch_one(&state.pool)
-    .await?;
-    Ok(Json(view))
+    let row = queries::account(&state.pool, tenant_id, account_id)
+        .await?
+        .ok_or_else(|| crate::error::ApiError::NotFound("cloud account".into()))?;
+    Ok(Json(row.into()))
 }
 
 /// Connect a standalone AWS account (owner or admin). Counts against the
@@ -78,7 +90,7 @@ pub async fn connect_account(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<ConnectAccount>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -94,21 +106,17 @@ pub async fn connect_account(
     }
     fields.finish()?;
     let account_id = account_id.unwrap();
-    let command = CloudAccountsCommand::Connect {
-        account: NewAccount {
-            account_id: account_id.clone(),
-            alias,
-            region: region.unwrap(),
-            role_arn: role_arn.unwrap(),
-            environment: environment.unwrap(),
-            source: AccountSource::Standalone,
-        },
-        max_accounts: state.billing.entitlements(tenant_id).await?.max_accounts,
+    let account = NewAccount {
+        account_id: account_id.clone(),
+        alias,
+        region: region.unwrap(),
+        role_arn: role_arn.unwrap(),
+        environment: environment.unwrap(),
+        source: AccountSource::Standalone,
     };
-    // Decided again when a concurrent connect wins: the limit sees it.
     let committed = state
         .cloud_accounts
-        .execute_retrying(tenant_id, (tenant_id, command), &member.metadata(&info), RETRIES)
+        .connect(tenant_id, account, &member.metadata(&info))
         .await?;
     state.settle(committed).await;
     let view = account_view(&state, tenant_id, account_id.as_str()).await?;
@@ -134,7 +142,7 @@ pub async fn list_accounts(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<AccountQuery>,
 ) -> ApiResult<Json<Page<CloudAccountView>>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -150,21 +158,20 @@ pub async fn list_accounts(
     }
     fields.finish()?;
     let limit = limit(query.limit)?;
-    let rows: Vec<CloudAccountView> = sqlx::query_as(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM cloud_accounts
-          WHERE tenant_id = $1 AND ($2::text IS NULL OR environment = $2) AND ($3::text IS NULL OR status = $3)
-            AND ($4::text IS NULL OR account_id > $4)
-          ORDER BY account_id LIMIT $5"
-    ))
-    .bind(tenant_id)
-    .bind(environment.map(Environment::as_str))
-    .bind(query.status)
-    .bind(query.cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
+    let rows = queries::accounts_page(
+        &state.pool,
+        tenant_id,
+        environment.map(Environment::as_str),
+        query.status.as_deref(),
+        query.cursor.as_deref(),
+        limit + 1,
+    )
     .await?;
-    let (items, next_cursor) = page(rows, limit, |a| a.account_id.clone());
-    Ok(Json(Page { items, next_cursor }))
+    let (rows, next_cursor) = page(rows, limit, |a| a.account_id.clone());
+    Ok(Json(Page {
+        items: rows.into_iter().map(CloudAccountView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Disconnect an account (owner or admin): it stays listed, no longer counts.
@@ -176,7 +183,7 @@ pub async fn disconnect_account(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiPath((tenant_id, account_id)): ApiPath<(TenantId, String)>,
 ) -> ApiResult<Json<CloudAccountView>> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin disconnects accounts")?;
@@ -189,39 +196,14 @@ pub(super) async fn disconnect(
     state: &AppState,
     member: &crate::auth::Member,
     info: &RequestInfo,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account_id: &str,
 ) -> ApiResult<Json<CloudAccountView>> {
     let account_id = AwsAccountId::parse(account_id)?;
-    let command = CloudAccountsCommand::Disconnect {
-        account_id: account_id.clone(),
-    };
-    let metadata = member.metadata(info);
     let committed = state
         .cloud_accounts
-        .execute_retrying(tenant_id, (tenant_id, command), &metadata, RETRIES)
+        .disconnect(tenant_id, account_id.clone(), &member.metadata(info))
         .await?;
     state.settle(committed).await;
-    let view = account_view(state, tenant_id, account_id.as_str()).await?;
-    if let Some(org_id) = view.organization_id {
-        deselect(state, org_id, account_id.as_str(), &metadata).await?;
-    }
-    Ok(view)
-}
-
-pub(super) async fn deselect(
-    state: &AppState,
-    org_id: Uuid,
-    account_id: &str,
-    metadata: &coverwatch_commands::CommandMetadata,
-) -> ApiResult<()> {
-    let command = CloudOrganizationCommand::RecordMemberDisconnected {
-        account_id: account_id.to_owned(),
-    };
-    let committed = state
-        .cloud_organizations
-        .execute_retrying(org_id, command, metadata, RETRIES)
-        .await?;
-    state.settle(committed).await;
-    Ok(())
+    account_view(state, tenant_id, account_id.as_str()).await
 }

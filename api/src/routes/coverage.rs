@@ -17,10 +17,13 @@ use chrono::{DateTime, Utc};
 use coverwatch_domain::attack::{self, AttackCatalog, PlatformSet, TechniqueId, TechniqueSet};
 use coverwatch_domain::cloud::values::AwsAccountId;
 use coverwatch_domain::detection::coverage::{Breakdown, ratio, union_and_minimum};
-use coverwatch_domain::detection::{DetectionScope, DetectionStatus, Techniques};
+use coverwatch_domain::ids::{OrganizationId, TenantId};
+use coverwatch_projections::cloud::queries as cloud;
+use coverwatch_projections::coverage::queries::{self, AccountCoverageRow, OrganizationRead};
+use coverwatch_projections::coverage::snapshots::{self, SnapshotRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -65,49 +68,11 @@ fn ids(set: &TechniqueSet) -> Vec<String> {
         .collect()
 }
 
-#[derive(sqlx::FromRow)]
-struct AccountRow {
-    account_id: String,
-    organization_id: Option<Uuid>,
-    own: Vec<u8>,
-    inherited: Vec<u8>,
-    path: Option<String>,
-}
-
-impl AccountRow {
-    fn breakdown(&self, denominator: &TechniqueSet) -> Breakdown {
-        Breakdown::of(
-            &TechniqueSet::from_bytes(&self.own),
-            &TechniqueSet::from_bytes(&self.inherited),
-            denominator,
-        )
-    }
-}
-
-/// The checkpoint of the coverage read model, as a scalar subquery: read in
-/// the same statement as the figures, it is exactly the position they show.
-const AS_OF: &str = "(SELECT position FROM subscriber_checkpoints WHERE name = 'coverage')";
-
 /// One connected account's row and the position it reflects.
-async fn account_row(state: &AppState, tenant_id: Uuid, account_id: &str) -> ApiResult<(AccountRow, i64)> {
+async fn account_row(state: &AppState, tenant_id: TenantId, account_id: &str) -> ApiResult<(AccountCoverageRow, i64)> {
     AwsAccountId::parse(account_id)?;
-    #[derive(sqlx::FromRow)]
-    struct Read {
-        #[sqlx(flatten)]
-        row: AccountRow,
-        as_of: Option<i64>,
-    }
-    let read: Option<Read> = sqlx::query_as(&format!(
-        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path, {AS_OF} AS as_of
-           FROM coverage_accounts c
-           LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
-          WHERE c.tenant_id = $1 AND c.account_id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(account_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    read.map(|r| (r.row, r.as_of.unwrap_or(0)))
+    queries::account(&state.pool, tenant_id, account_id)
+        .await?
         .ok_or_else(|| ApiError::NotFound("connected account".into()))
 }
 
@@ -120,7 +85,7 @@ pub async fn account(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiPath((tenant_id, account_id)): ApiPath<(TenantId, String)>,
     ApiQuery(query): ApiQuery<AccountQuery>,
 ) -> ApiResult<Json<AccountCoverage>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -130,7 +95,7 @@ pub async fn account(
     let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
     Ok(Json(AccountCoverage {
         account_id: row.account_id,
-        organization_id: row.organization_id,
+        organization_id: row.organization_id.map(Into::into),
         total_coverage: breakdown.total(),
         covered: breakdown.covered.len(),
         denominator: breakdown.denominator,
@@ -199,68 +164,16 @@ pub struct OrganizationCoverage {
     pub as_of_position: i64,
 }
 
-/// An organization's (or subtree's) connected accounts, with the position
-/// they reflect and the organization's enabled detections, all from one
-/// statement (one snapshot).
-struct OrganizationRead {
-    rows: Vec<AccountRow>,
-    as_of_position: i64,
-    org_detection_count: i64,
-}
-
-/// 404 unless the organization is the tenant's: a row of the tenant's
-/// accounts in it proves that; with none, the organization is read.
+/// 404 unless the organization is the tenant's.
 async fn read_organization(
     state: &AppState,
-    tenant_id: Uuid,
-    org_id: Uuid,
+    tenant_id: TenantId,
+    org_id: OrganizationId,
     path_prefix: Option<&str>,
 ) -> ApiResult<OrganizationRead> {
-    const DETECTIONS: &str = "(SELECT count(*) FROM detections
-                                WHERE organization_id = $2 AND scope_type = 'organization' AND status = 'enabled')";
-    #[derive(sqlx::FromRow)]
-    struct Read {
-        #[sqlx(flatten)]
-        row: AccountRow,
-        as_of: Option<i64>,
-        org_detections: i64,
-    }
-    let read: Vec<Read> = sqlx::query_as(&format!(
-        "SELECT c.account_id, c.organization_id, c.own, c.inherited, m.path,
-                {AS_OF} AS as_of, {DETECTIONS} AS org_detections
-           FROM coverage_accounts c
-           LEFT JOIN coverage_members m ON m.organization_id = c.organization_id AND m.account_id = c.account_id
-          WHERE c.tenant_id = $1 AND c.organization_id = $2
-            AND ($3::text IS NULL OR m.path = $3 OR starts_with(m.path, $3 || '/'))
-          ORDER BY c.account_id"
-    ))
-    .bind(tenant_id)
-    .bind(org_id)
-    .bind(path_prefix)
-    .fetch_all(&state.pool)
-    .await?;
-    if let Some(first) = read.first() {
-        let (as_of_position, org_detection_count) = (first.as_of.unwrap_or(0), first.org_detections);
-        return Ok(OrganizationRead {
-            rows: read.into_iter().map(|r| r.row).collect(),
-            as_of_position,
-            org_detection_count,
-        });
-    }
-    // No account to show: the organization itself proves it is the tenant's.
-    let found: Option<(Option<i64>, i64)> = sqlx::query_as(&format!(
-        "SELECT {AS_OF}, {DETECTIONS} FROM cloud_organizations WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(org_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (as_of, org_detection_count) = found.ok_or_else(|| ApiError::NotFound("cloud organization".into()))?;
-    Ok(OrganizationRead {
-        rows: vec![],
-        as_of_position: as_of.unwrap_or(0),
-        org_detection_count,
-    })
+    queries::organization(&state.pool, tenant_id, org_id, path_prefix)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("cloud organization".into()))
 }
 
 fn figure(set: &TechniqueSet, denominator: usize) -> Figure {
@@ -302,7 +215,7 @@ pub async fn organization(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, org_id)): ApiPath<(TenantId, OrganizationId)>,
     ApiQuery(query): ApiQuery<OrganizationQuery>,
 ) -> ApiResult<Json<OrganizationCoverage>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -335,7 +248,7 @@ pub async fn organization(
         })
         .collect();
     Ok(Json(OrganizationCoverage {
-        organization_id: org_id,
+        organization_id: org_id.into(),
         path_prefix: prefix,
         by_tactic: by_tactic(catalog, &denominator, &union, &minimum),
         union: figure(&union, denominator.len()),
@@ -363,7 +276,7 @@ pub struct SnapshotQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
     /// change (a figure moved) or daily.
@@ -374,8 +287,20 @@ pub struct Snapshot {
     pub figures: Value,
 }
 
+impl From<SnapshotRow> for Snapshot {
+    fn from(row: SnapshotRow) -> Self {
+        Self {
+            taken_at: row.taken_at,
+            kind: row.kind,
+            position: row.position,
+            attack_version: row.attack_version,
+            figures: row.figures,
+        }
+    }
+}
+
 /// Where a page of snapshots ended: (taken_at in µs, position, kind).
-fn snapshot_cursor(snapshot: &Snapshot) -> String {
+fn snapshot_cursor(snapshot: &SnapshotRow) -> String {
     format!(
         "{}.{}.{}",
         snapshot.taken_at.timestamp_micros(),
@@ -401,7 +326,7 @@ fn parse_snapshot_cursor(cursor: &str) -> ApiResult<(DateTime<Utc>, i64, String)
 /// a page at a time (`scope_id` is already known to be the tenant's).
 async fn snapshot_page(
     state: &AppState,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     scope: &str,
     scope_id: &str,
     query: SnapshotQuery,
@@ -414,31 +339,22 @@ async fn snapshot_page(
     }
     let limit = limit(query.limit)?;
     let after = query.cursor.as_deref().map(parse_snapshot_cursor).transpose()?;
-    let (after_at, after_position, after_kind) = match after {
-        Some((at, position, kind)) => (Some(at), Some(position), Some(kind)),
-        None => (None, None, None),
-    };
-    let rows: Vec<Snapshot> = sqlx::query_as(
-        "SELECT taken_at, kind, position, attack_version, figures FROM (
-                SELECT * FROM coverage_snapshots UNION ALL SELECT * FROM coverage_daily_snapshots) s
-          WHERE tenant_id = $1 AND scope = $2 AND scope_id = $3 AND taken_at >= $4
-            AND ($5::timestamptz IS NULL OR taken_at <= $5)
-            AND ($6::timestamptz IS NULL OR (taken_at, position, kind) > ($6, $7, $8))
-          ORDER BY taken_at, position, kind LIMIT $9",
+    let rows = snapshots::page(
+        &state.pool,
+        tenant_id,
+        scope,
+        scope_id,
+        from,
+        query.to,
+        after,
+        limit + 1,
     )
-    .bind(tenant_id)
-    .bind(scope)
-    .bind(scope_id)
-    .bind(from)
-    .bind(query.to)
-    .bind(after_at)
-    .bind(after_position)
-    .bind(after_kind)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
     .await?;
-    let (items, next_cursor) = page(rows, limit, snapshot_cursor);
-    Ok(Page { items, next_cursor })
+    let (rows, next_cursor) = page(rows, limit, snapshot_cursor);
+    Ok(Page {
+        items: rows.into_iter().map(Snapshot::from).collect(),
+        next_cursor,
+    })
 }
 
 /// The organization's coverage snapshots in a time range, oldest first, a
@@ -451,7 +367,7 @@ pub async fn snapshots(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, org_id)): ApiPath<(TenantId, OrganizationId)>,
     ApiQuery(query): ApiQuery<SnapshotQuery>,
 ) -> ApiResult<Json<Page<Snapshot>>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -470,18 +386,12 @@ pub async fn account_snapshots(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiPath((tenant_id, account_id)): ApiPath<(TenantId, String)>,
     ApiQuery(query): ApiQuery<SnapshotQuery>,
 ) -> ApiResult<Json<Page<Snapshot>>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let account_id = AwsAccountId::parse(&account_id)?;
-    let ours: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cloud_accounts WHERE tenant_id = $1 AND account_id = $2)")
-            .bind(tenant_id)
-            .bind(account_id.as_str())
-            .fetch_one(&state.pool)
-            .await?;
-    if !ours {
+    if !cloud::is_known(&state.pool, tenant_id, account_id.as_str()).await? {
         return Err(ApiError::NotFound("cloud account".into()));
     }
     let page = snapshot_page(&state, tenant_id, "account", account_id.as_str(), query).await?;
@@ -495,48 +405,6 @@ pub struct LayerQuery {
     pub view: Option<String>,
     pub path_prefix: Option<String>,
     pub platforms: Option<String>,
-}
-
-/// Names of the enabled detections covering each technique (≥ 0.6), for
-/// the layer's comments and scores (best confidence).
-async fn covering(
-    state: &AppState,
-    tenant_id: Uuid,
-    rows: &[AccountRow],
-) -> ApiResult<BTreeMap<TechniqueId, (f64, BTreeSet<String>)>> {
-    let accounts: Vec<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
-    let organizations: Vec<Uuid> = rows
-        .iter()
-        .filter_map(|r| r.organization_id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let detections: Vec<(String, sqlx::types::Json<Techniques>, sqlx::types::Json<DetectionScope>)> = sqlx::query_as(
-        "SELECT name, techniques, scope FROM detections
-          WHERE tenant_id = $1 AND status = 'enabled'
-            AND ((scope_type = 'account' AND account_id = ANY($2)) OR (scope_type = 'organization' AND organization_id = ANY($3)))",
-    )
-    .bind(tenant_id)
-    .bind(&accounts)
-    .bind(&organizations)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut out: BTreeMap<TechniqueId, (f64, BTreeSet<String>)> = BTreeMap::new();
-    for (name, techniques, scope) in detections {
-        let reaches = rows.iter().any(|r| {
-            coverwatch_domain::detection::coverage::applies(&scope, &r.account_id, r.organization_id)
-                != coverwatch_domain::detection::coverage::Applies::No
-        });
-        if !reaches {
-            continue;
-        }
-        for technique in coverwatch_domain::detection::coverage::covered(DetectionStatus::Enabled, &techniques) {
-            let entry = out.entry(technique.clone()).or_insert((0.0, BTreeSet::new()));
-            entry.0 = entry.0.max(techniques[technique].value());
-            entry.1.insert(name.clone());
-        }
-    }
-    Ok(out)
 }
 
 /// An ATT&CK Navigator layer (format 4.5) with one entry per covered technique.
@@ -601,7 +469,7 @@ pub async fn account_layer(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, account_id)): ApiPath<(Uuid, String)>,
+    ApiPath((tenant_id, account_id)): ApiPath<(TenantId, String)>,
     ApiQuery(query): ApiQuery<AccountQuery>,
 ) -> ApiResult<Json<Value>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -609,7 +477,7 @@ pub async fn account_layer(
     let (row, _) = account_row(&state, tenant_id, &account_id).await?;
     let catalog = attack::latest();
     let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
-    let covering = covering(&state, tenant_id, std::slice::from_ref(&row)).await?;
+    let covering = queries::covering(&state.pool, tenant_id, std::slice::from_ref(&row)).await?;
     let entries = catalog
         .ids_of(&breakdown.covered)
         .into_iter()
@@ -638,7 +506,7 @@ pub async fn organization_layer(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, org_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, org_id)): ApiPath<(TenantId, OrganizationId)>,
     ApiQuery(query): ApiQuery<LayerQuery>,
 ) -> ApiResult<Json<Value>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -656,7 +524,7 @@ pub async fn organization_layer(
     let denominator = catalog.denominator_set(&platforms);
     let breakdowns: Vec<Breakdown> = rows.iter().map(|r| r.breakdown(&denominator)).collect();
     let (union, minimum) = union_and_minimum(breakdowns.iter().map(|b| &b.covered));
-    let covering = covering(&state, tenant_id, &rows).await?;
+    let covering = queries::covering(&state.pool, tenant_id, &rows).await?;
     let shown = if minimum_view { &minimum } else { &union };
     let entries = shown
         .iter()

@@ -15,10 +15,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use coverwatch_commands::services::detections::{DetectionChange, NewDetection};
 use coverwatch_domain::attack::{self, Confidence, TechniqueId};
 use coverwatch_domain::cloud::values::AwsAccountId;
-use coverwatch_domain::detection::{DetectionCommand, DetectionScope, DetectionSource, ScopeChange, Techniques};
+use coverwatch_domain::detection::{DetectionCommand, DetectionScope, DetectionSource, Techniques};
+use coverwatch_domain::ids::{DetectionId, OrganizationId, TenantId};
 use coverwatch_domain::values::{Name, Role};
+use coverwatch_projections::cloud::queries as cloud;
+use coverwatch_projections::coverage::queries::{self, DetectionFilter, DetectionRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -89,25 +93,6 @@ pub struct DetectionView {
     pub version: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    detection_id: Uuid,
-    name: String,
-    source: String,
-    techniques: sqlx::types::Json<Techniques>,
-    scope: sqlx::types::Json<DetectionScope>,
-    status: String,
-    attack_version: String,
-    derived_source_id: Option<String>,
-    mapping_version: Option<String>,
-    registered_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
-}
-
-const COLUMNS: &str = "detection_id, name, source, techniques, scope, status, attack_version, derived_source_id, \
-                       mapping_version, registered_at, updated_at, version";
-
 fn scope_view(scope: &DetectionScope) -> Value {
     match scope {
         DetectionScope::Account { account_id } => serde_json::json!({"type": "account", "account_id": account_id}),
@@ -121,10 +106,10 @@ fn scope_view(scope: &DetectionScope) -> Value {
     }
 }
 
-impl From<Row> for DetectionView {
-    fn from(row: Row) -> Self {
+impl From<DetectionRow> for DetectionView {
+    fn from(row: DetectionRow) -> Self {
         Self {
-            detection_id: row.detection_id,
+            detection_id: row.detection_id.into(),
             name: row.name,
             source: row.source,
             techniques: row
@@ -184,7 +169,7 @@ fn techniques(fields: &mut Fields, input: &[TechniqueInput]) -> Option<Technique
 /// organizations and their members).
 async fn scope(
     state: &AppState,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     fields: &mut Fields,
     input: &ScopeInput,
 ) -> ApiResult<Option<DetectionScope>> {
@@ -204,13 +189,7 @@ async fn scope(
             ) else {
                 return Ok(None);
             };
-            let connected: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM cloud_accounts WHERE tenant_id = $1 AND account_id = $2 AND status = 'connected')",
-            )
-            .bind(tenant_id)
-            .bind(account_id.as_str())
-            .fetch_one(&state.pool)
-            .await?;
+            let connected = cloud::is_connected(&state.pool, tenant_id, account_id.as_str()).await?;
             if !connected {
                 fields.check::<(), _>("scope.account_id", Err("is not a connected account of the tenant"));
                 return Ok(None);
@@ -225,20 +204,19 @@ async fn scope(
                 );
                 return Ok(None);
             }
-            let Some(organization_id) = input.organization_id else {
+            let Some(organization_id) = input.organization_id.map(OrganizationId::from) else {
                 fields.check::<(), _>("scope.organization_id", Err("is required"));
                 return Ok(None);
             };
-            match super::cloud_organizations::organization_of(state, tenant_id, organization_id).await {
-                Ok(_) => {}
-                Err(ApiError::NotFound(_)) => {
-                    fields.check::<(), _>(
-                        "scope.organization_id",
-                        Err("is not a cloud organization of the tenant"),
-                    );
-                    return Ok(None);
-                }
-                Err(other) => return Err(other),
+            if cloud::organization(&state.pool, tenant_id, organization_id)
+                .await?
+                .is_none()
+            {
+                fields.check::<(), _>(
+                    "scope.organization_id",
+                    Err("is not a cloud organization of the tenant"),
+                );
+                return Ok(None);
             }
             let accounts = match &input.accounts {
                 None => None,
@@ -259,13 +237,7 @@ async fn scope(
                         return Ok(None);
                     }
                     let ids: Vec<&str> = set.iter().map(|a| a.as_str()).collect();
-                    let members: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM cloud_org_members WHERE organization_id = $1 AND account_id = ANY($2)",
-                    )
-                    .bind(organization_id)
-                    .bind(&ids)
-                    .fetch_one(&state.pool)
-                    .await?;
+                    let members = cloud::count_members(&state.pool, organization_id, &ids).await?;
                     if members != ids.len() as i64 {
                         fields.check::<(), _>(
                             "scope.accounts",
@@ -292,19 +264,14 @@ async fn scope(
     }
 }
 
-async fn view(state: &AppState, tenant_id: Uuid, detection_id: Uuid) -> ApiResult<DetectionView> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM detections WHERE detection_id = $1 AND tenant_id = $2"
-    ))
-    .bind(detection_id)
-    .bind(tenant_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    row.map(DetectionView::from)
+async fn view(state: &AppState, tenant_id: TenantId, detection_id: DetectionId) -> ApiResult<DetectionView> {
+    queries::detection(&state.pool, tenant_id, detection_id)
+        .await?
+        .map(DetectionView::from)
         .ok_or_else(|| ApiError::NotFound("detection".into()))
 }
 
-async fn writer(state: &AppState, principal: Principal, headers: &HeaderMap, tenant_id: Uuid) -> ApiResult<Member> {
+async fn writer(state: &AppState, principal: Principal, headers: &HeaderMap, tenant_id: TenantId) -> ApiResult<Member> {
     let member = principal.in_tenant(tenant_id, state, headers).await?;
     member.require(
         Role::can_manage_detections,
@@ -313,32 +280,12 @@ async fn writer(state: &AppState, principal: Principal, headers: &HeaderMap, ten
     Ok(member)
 }
 
-/// Runs the command, only at the client's `If-Match` version when it sent one.
-async fn execute(
-    state: &AppState,
-    member: &Member,
-    info: &RequestInfo,
-    detection_id: Uuid,
-    expected_version: Option<u64>,
-    command: DetectionCommand,
-) -> ApiResult<()> {
-    let command = match expected_version {
-        Some(version) => DetectionCommand::AtVersion {
-            version,
-            command: Box::new(command),
-        },
-        None => command,
-    };
-    let committed = state
-        .detections
-        .execute(detection_id, command, &member.metadata(info))
-        .await?;
-    state.settle(committed).await;
-    Ok(())
-}
-
 /// The detection as the read model shows it, with its version as `ETag`.
-async fn respond(state: &AppState, tenant_id: Uuid, detection_id: Uuid) -> ApiResult<impl IntoResponse + use<>> {
+async fn respond(
+    state: &AppState,
+    tenant_id: TenantId,
+    detection_id: DetectionId,
+) -> ApiResult<impl IntoResponse + use<>> {
     let view = view(state, tenant_id, detection_id).await?;
     Ok(([etag(view.version)], Json(view)))
 }
@@ -353,7 +300,7 @@ pub async fn register(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<RegisterDetection>,
 ) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
@@ -363,21 +310,17 @@ pub async fn register(
     let techniques = techniques(&mut fields, &body.techniques);
     let scope = scope(&state, tenant_id, &mut fields, &body.scope).await?;
     fields.finish()?;
-    let entitlements = state.billing.entitlements(tenant_id).await?;
-    let detection_id = Uuid::now_v7();
-    let command = DetectionCommand::Register {
-        detection_id,
-        tenant_id,
+    let detection = NewDetection {
         name: name.expect("checked"),
         source: source.expect("checked"),
         techniques: techniques.expect("checked"),
         scope: scope.expect("checked"),
-        attack_version: attack::latest().attack_version.clone(),
-        derived_from: None,
-        org_features: entitlements.org_features,
-        cheapest_with_org_features: state.catalog.cheapest_with_org_features(),
     };
-    execute(&state, &member, &info, detection_id, None, command).await?;
+    let (detection_id, committed) = state
+        .detections
+        .register(tenant_id, detection, &member.metadata(&info))
+        .await?;
+    state.settle(committed).await;
     Ok((StatusCode::CREATED, respond(&state, tenant_id, detection_id).await?))
 }
 
@@ -405,7 +348,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<DetectionQuery>,
 ) -> ApiResult<Json<Page<DetectionView>>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -419,25 +362,16 @@ pub async fn list(
     fields.check_opt("account_id", query.account_id.as_deref(), AwsAccountId::parse);
     fields.check_opt("technique", query.technique.as_deref(), TechniqueId::parse);
     fields.finish()?;
-    let cursor = uuid_cursor(query.cursor.as_deref())?;
+    let cursor: Option<DetectionId> = uuid_cursor(query.cursor.as_deref())?;
     let limit = limit(query.limit)?;
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM detections
-          WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR source = $3)
-            AND ($4::text IS NULL OR account_id = $4) AND ($5::uuid IS NULL OR organization_id = $5)
-            AND ($6::text IS NULL OR techniques ? $6) AND ($7::uuid IS NULL OR detection_id > $7)
-          ORDER BY detection_id LIMIT $8"
-    ))
-    .bind(tenant_id)
-    .bind(query.status)
-    .bind(query.source)
-    .bind(query.account_id)
-    .bind(query.organization_id)
-    .bind(query.technique)
-    .bind(cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let filter = DetectionFilter {
+        status: query.status,
+        source: query.source,
+        account_id: query.account_id,
+        organization_id: query.organization_id.map(Into::into),
+        technique: query.technique,
+    };
+    let rows = queries::detections_page(&state.pool, tenant_id, &filter, cursor, limit + 1).await?;
     let (items, next_cursor) = page(rows, limit, |r| r.detection_id.to_string());
     Ok(Json(Page {
         items: items.into_iter().map(DetectionView::from).collect(),
@@ -453,7 +387,7 @@ pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, detection_id)): ApiPath<(TenantId, DetectionId)>,
 ) -> ApiResult<impl IntoResponse> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     respond(&state, tenant_id, detection_id).await
@@ -472,7 +406,7 @@ pub async fn change(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, detection_id)): ApiPath<(TenantId, DetectionId)>,
     ApiJson(body): ApiJson<ChangeDetection>,
 ) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
@@ -489,20 +423,22 @@ pub async fn change(
         fields.check::<(), _>("body", Err("change at least one of name, techniques or scope"));
     }
     fields.finish()?;
-    let scope = match scope {
-        Some(scope) => Some(ScopeChange {
-            scope,
-            org_features: state.billing.entitlements(tenant_id).await?.org_features,
-            cheapest_with_org_features: state.catalog.cheapest_with_org_features(),
-        }),
-        None => None,
-    };
-    let command = DetectionCommand::Update {
+    let change = DetectionChange {
         name,
         techniques,
         scope,
     };
-    execute(&state, &member, &info, detection_id, expected_version, command).await?;
+    let committed = state
+        .detections
+        .change(
+            tenant_id,
+            detection_id,
+            change,
+            expected_version,
+            &member.metadata(&info),
+        )
+        .await?;
+    state.settle(committed).await;
     respond(&state, tenant_id, detection_id).await
 }
 
@@ -511,14 +447,18 @@ async fn transition(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    tenant_id: Uuid,
-    detection_id: Uuid,
+    tenant_id: TenantId,
+    detection_id: DetectionId,
     command: DetectionCommand,
 ) -> ApiResult<impl IntoResponse> {
     let member = writer(&state, principal, &headers, tenant_id).await?;
     let expected_version = if_match(&headers)?;
     view(&state, tenant_id, detection_id).await?;
-    execute(&state, &member, &info, detection_id, expected_version, command).await?;
+    let committed = state
+        .detections
+        .execute(detection_id, command, expected_version, &member.metadata(&info))
+        .await?;
+    state.settle(committed).await;
     respond(&state, tenant_id, detection_id).await
 }
 
@@ -532,7 +472,7 @@ pub async fn retire(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, detection_id)): ApiPath<(TenantId, DetectionId)>,
 ) -> ApiResult<impl IntoResponse> {
     transition(
         state,
@@ -555,7 +495,7 @@ pub async fn disable(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, detection_id)): ApiPath<(TenantId, DetectionId)>,
 ) -> ApiResult<impl IntoResponse> {
     transition(
         state,
@@ -578,7 +518,7 @@ pub async fn enable(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, detection_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, detection_id)): ApiPath<(TenantId, DetectionId)>,
 ) -> ApiResult<impl IntoResponse> {
     transition(
         state,

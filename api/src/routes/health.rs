@@ -37,13 +37,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Readiness>)> {
-    let rows: Result<Vec<(String, i64, i64)>, _> = sqlx::query_as(
-        "SELECT c.name, c.position,
-                (SELECT count(*) FROM events e WHERE e.position > c.position)
-           FROM subscriber_checkpoints c ORDER BY c.name",
-    )
-    .fetch_all(&state.pool)
-    .await;
+    let rows = coverwatch_projections::runtime::checkpoints(&state.pool).await;
     Ok(match rows {
         Ok(rows) => (
             StatusCode::OK,
@@ -52,10 +46,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Jso
                 database: true,
                 subscribers: rows
                     .into_iter()
-                    .map(|(name, position, lag_events)| SubscriberLag {
-                        name,
-                        position,
-                        lag_events,
+                    .map(|row| SubscriberLag {
+                        name: row.name,
+                        position: row.position,
+                        lag_events: row.lag_events,
                     })
                     .collect(),
             }),

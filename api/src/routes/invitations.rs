@@ -1,7 +1,6 @@
 //! Invitations: an owner or admin invites by e-mail with a role; the invitee
 //! accepts with the token (shown once) and receives its own API key.
 
-use super::tenants::generate_key;
 use super::{Page, limit, page, uuid_cursor};
 use crate::auth::{Principal, RequestInfo, anonymous_metadata};
 use crate::error::{ApiError, ApiResult};
@@ -13,10 +12,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Duration, Utc};
-use coverwatch_commands::billing::RETRIES;
-use coverwatch_commands::secrets::{new_invitation_token, parse_invitation_token, sha256_hex};
+use coverwatch_commands::CommandError;
+use coverwatch_commands::services::TenantService;
+use coverwatch_domain::ids::{InvitationId, MemberId, TenantId};
 use coverwatch_domain::tenant::{TenantCommand, TenantError};
 use coverwatch_domain::values::{Email, Role};
+use coverwatch_projections::directory::{InvitationRow, queries};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -41,7 +42,7 @@ pub struct CreatedInvitation {
     pub role: String,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InvitationView {
     pub id: Uuid,
     pub email: String,
@@ -50,6 +51,20 @@ pub struct InvitationView {
     pub invited_by: String,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<InvitationRow> for InvitationView {
+    fn from(row: InvitationRow) -> Self {
+        Self {
+            id: row.id.into(),
+            email: row.email,
+            role: row.role,
+            status: row.status,
+            invited_by: row.invited_by,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -84,44 +99,39 @@ pub async fn create_invitation(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<CreateInvitation>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let mut fields = Fields::default();
     let email = fields.check("email", Email::parse(&body.email));
     let role = fields.check("role", Role::parse(&body.role));
-    let hours = body.expires_in_hours.unwrap_or(state.settings.invitation_ttl_hours);
+    let hours = body
+        .expires_in_hours
+        .unwrap_or(state.settings.tenants.invitation_ttl_hours);
     if !(1..=720).contains(&hours) {
         fields.check::<(), _>("expires_in_hours", Err("must be between 1 and 720"));
     }
     fields.finish()?;
     let (email, role) = (email.unwrap(), role.unwrap());
-    let invitation_id = Uuid::now_v7();
-    let token = new_invitation_token(tenant_id, invitation_id);
-    let expires_at = state.clock.now() + Duration::hours(hours);
-    let command = TenantCommand::InviteMember {
-        by: member.actor(),
-        invitation_id,
-        email: email.clone(),
-        role,
-        token_hash: token.hash,
-        expires_at,
-        member_limit: state.billing.entitlements(tenant_id).await?.max_members,
-    };
-    // Decided again on the newest state when a concurrent command wins, so
-    // 20 invitations racing for one free seat give one 201 and 19 × 402.
-    let committed = state
+    let invited = state
         .tenants
-        .execute_retrying(tenant_id, command.into(), &member.metadata(&info), RETRIES)
+        .invite(
+            tenant_id,
+            member.actor(),
+            email.clone(),
+            role,
+            Duration::hours(hours),
+            &member.metadata(&info),
+        )
         .await?;
-    state.settle(committed).await;
+    state.settle(invited.committed).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedInvitation {
-            id: invitation_id,
-            token: token.plaintext,
-            expires_at,
+            id: invited.invitation_id.into(),
+            token: invited.token,
+            expires_at: invited.expires_at,
             email: email.into(),
             role: role.as_str().into(),
         }),
@@ -136,23 +146,19 @@ pub async fn list_invitations(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<InvitationQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     member.require(Role::can_administer, "only an owner or admin sees invitations")?;
     let limit = limit(query.limit)?;
-    let rows: Vec<InvitationView> = sqlx::query_as(
-        "SELECT id, email, role, status, invited_by, expires_at, created_at FROM invitations
-          WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
-    )
-    .bind(tenant_id)
-    .bind(uuid_cursor(query.cursor.as_deref())?)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |i| i.id.to_string());
-    Ok(Json(Page { items, next_cursor }))
+    let after: Option<InvitationId> = uuid_cursor(query.cursor.as_deref())?;
+    let rows = queries::invitations_page(&state.pool, tenant_id, after, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |i| i.id.to_string());
+    Ok(Json(Page {
+        items: rows.into_iter().map(InvitationView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Revoke a pending invitation (owner or admin).
@@ -164,7 +170,7 @@ pub async fn revoke_invitation(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, invitation_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, invitation_id)): ApiPath<(TenantId, InvitationId)>,
 ) -> ApiResult<StatusCode> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let command = TenantCommand::RevokeInvitation {
@@ -188,42 +194,32 @@ pub async fn accept_invitation(
     info: RequestInfo,
     ApiJson(body): ApiJson<AcceptInvitation>,
 ) -> ApiResult<impl IntoResponse> {
-    let (tenant_id, invitation_id) = parse_invitation_token(body.token.trim())
+    let (tenant_id, invitation_id) = TenantService::invitation_of(&body.token)
         .ok_or_else(|| ApiError::validation("token", "is not an invitation token"))?;
-    let member_id = Uuid::now_v7();
-    let (api_key, plaintext) = generate_key("default");
-    let api_key_id = api_key.key_id;
-    let command = TenantCommand::AcceptInvitation {
-        invitation_id,
-        token_hash: sha256_hex(body.token.trim()),
-        member_id,
-        api_key,
-        member_limit: state.billing.entitlements(tenant_id).await?.max_members,
-    };
+    let member_id = MemberId::generate();
     let metadata = anonymous_metadata(tenant_id, &format!("member:{member_id}"), &info);
-    let committed = match state
+    let joined = match state
         .tenants
-        .execute_retrying(tenant_id, command.into(), &metadata, RETRIES)
+        .accept(tenant_id, invitation_id, member_id, &body.token, &metadata)
         .await
     {
-        Err(coverwatch_commands::CommandError::Tenant(TenantError::NotFound)) => {
+        Err(CommandError::Tenant(TenantError::NotFound)) => {
             return Err(ApiError::NotFound("invitation".into()));
         }
         other => other?,
     };
-    state.settle(committed).await;
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM members WHERE id = $1")
-        .bind(member_id)
-        .fetch_optional(&state.pool)
-        .await?;
+    state.settle(joined.committed).await;
+    let role = queries::member(&state.pool, tenant_id, member_id)
+        .await?
+        .map(|m| m.role);
     Ok((
         StatusCode::CREATED,
         Json(AcceptedInvitation {
-            tenant_id,
-            member_id,
+            tenant_id: tenant_id.into(),
+            member_id: member_id.into(),
             role: role.unwrap_or_default(),
-            api_key: plaintext,
-            api_key_id,
+            api_key: joined.api_key,
+            api_key_id: joined.api_key_id.into(),
         }),
     ))
 }

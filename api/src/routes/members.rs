@@ -10,19 +10,33 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use coverwatch_domain::ids::{MemberId, TenantId};
 use coverwatch_domain::tenant::{TenantCommand, Versioned};
 use coverwatch_domain::values::Role;
+use coverwatch_projections::directory::{MemberRow, queries};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberView {
     pub id: Uuid,
     pub email: String,
     pub role: String,
     pub status: String,
     pub joined_at: DateTime<Utc>,
+}
+
+impl From<MemberRow> for MemberView {
+    fn from(row: MemberRow) -> Self {
+        Self {
+            id: row.id.into(),
+            email: row.email,
+            role: row.role,
+            status: row.status,
+            joined_at: row.joined_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -53,20 +67,16 @@ pub struct OwnershipView {
     pub previous_owner_member_id: Uuid,
 }
 
-async fn tenant_version(state: &AppState, tenant_id: Uuid) -> ApiResult<i64> {
-    sqlx::query_scalar("SELECT version FROM tenants WHERE id = $1 AND status <> 'deleted'")
-        .bind(tenant_id)
-        .fetch_optional(&state.pool)
+async fn tenant_version(state: &AppState, tenant_id: TenantId) -> ApiResult<i64> {
+    queries::tenant_version(&state.pool, tenant_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("tenant".into()))
 }
 
-async fn load_member(state: &AppState, tenant_id: Uuid, member_id: Uuid) -> ApiResult<MemberView> {
-    sqlx::query_as("SELECT id, email, role, status, joined_at FROM members WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(member_id)
-        .fetch_optional(&state.pool)
+async fn load_member(state: &AppState, tenant_id: TenantId, member_id: MemberId) -> ApiResult<MemberView> {
+    queries::member(&state.pool, tenant_id, member_id)
         .await?
+        .map(MemberView::from)
         .ok_or_else(|| ApiError::NotFound("member".into()))
 }
 
@@ -76,7 +86,7 @@ async fn member_command(
     member: &Member,
     info: &RequestInfo,
     headers: &HeaderMap,
-    member_id: Uuid,
+    member_id: MemberId,
     command: TenantCommand,
 ) -> ApiResult<impl IntoResponse + use<>> {
     let command = Versioned {
@@ -100,7 +110,7 @@ pub async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<MemberQuery>,
 ) -> ApiResult<impl IntoResponse> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -112,20 +122,9 @@ pub async fn list_members(
     {
         return Err(ApiError::validation("status", "must be active, suspended or removed"));
     }
-    let rows: Vec<MemberView> = sqlx::query_as(
-        "SELECT id, email, role, status, joined_at FROM members
-          WHERE tenant_id = $1
-            AND ($2::text IS NULL AND status <> 'removed' OR status = $2)
-            AND ($3::uuid IS NULL OR id > $3)
-          ORDER BY id LIMIT $4",
-    )
-    .bind(tenant_id)
-    .bind(&query.status)
-    .bind(cursor)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (items, next_cursor) = page(rows, limit, |m| m.id.to_string());
+    let rows = queries::members_page(&state.pool, tenant_id, query.status.as_deref(), cursor, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |m| m.id.to_string());
+    let items = rows.into_iter().map(MemberView::from).collect();
     Ok(([etag(version)], Json(Page { items, next_cursor })))
 }
 
@@ -137,7 +136,7 @@ pub async fn get_member(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath((tenant_id, member_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, member_id)): ApiPath<(TenantId, MemberId)>,
 ) -> ApiResult<impl IntoResponse> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let version = tenant_version(&state, tenant_id).await?;
@@ -155,7 +154,7 @@ pub async fn change_role(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, member_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, member_id)): ApiPath<(TenantId, MemberId)>,
     ApiJson(body): ApiJson<ChangeRole>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -177,7 +176,7 @@ pub async fn suspend_member(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, member_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, member_id)): ApiPath<(TenantId, MemberId)>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let command = TenantCommand::SuspendMember {
@@ -196,7 +195,7 @@ pub async fn reactivate_member(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, member_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, member_id)): ApiPath<(TenantId, MemberId)>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let command = TenantCommand::ReactivateMember {
@@ -215,7 +214,7 @@ pub async fn remove_member(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath((tenant_id, member_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((tenant_id, member_id)): ApiPath<(TenantId, MemberId)>,
 ) -> ApiResult<StatusCode> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
     let command = Versioned {
@@ -243,7 +242,7 @@ pub async fn transfer_ownership(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<TransferOwnership>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -251,7 +250,7 @@ pub async fn transfer_ownership(
         expected_version: if_match(&headers)?,
         command: TenantCommand::TransferOwnership {
             by: member.actor(),
-            to_member_id: body.member_id,
+            to_member_id: body.member_id.into(),
         },
     };
     let committed = state
@@ -263,7 +262,7 @@ pub async fn transfer_ownership(
         [etag(committed.version)],
         Json(OwnershipView {
             owner_member_id: body.member_id,
-            previous_owner_member_id: member.member_id,
+            previous_owner_member_id: member.member_id.into(),
         }),
     ))
 }

@@ -10,10 +10,15 @@ use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-/// name, position, events processed, lag in events, lag in seconds.
-type CheckpointRow = (String, i64, i64, i64, f64);
+use coverwatch_projections::runtime::CheckpointStatus;
+
 /// A metric family per subscriber: name, type, help, value of a row.
-type Series = (&'static str, &'static str, &'static str, fn(&CheckpointRow) -> String);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CheckpointStatus) -> String,
+);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -23,51 +28,41 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let rows: Vec<CheckpointRow> = sqlx::query_as(
-        "SELECT c.name, c.position, c.events_processed,
-                (SELECT count(*) FROM events e WHERE e.position > c.position),
-                coalesce(extract(epoch FROM now() - (SELECT e.recorded_at FROM events e
-                    WHERE e.position > c.position ORDER BY e.position LIMIT 1))::float8, 0)
-           FROM subscriber_checkpoints c ORDER BY c.name",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = coverwatch_projections::runtime::checkpoints(&state.pool).await?;
     let mut out = String::new();
     let series: [Series; 4] = [
         (
             "coverwatch_subscriber_position",
             "gauge",
             "Global position of the last event the subscriber processed.",
-            |r| r.1.to_string(),
+            |r| r.position.to_string(),
         ),
         (
             "coverwatch_subscriber_events_processed_total",
             "counter",
             "Events the subscriber has processed.",
-            |r| r.2.to_string(),
+            |r| r.events_processed.to_string(),
         ),
         (
             "coverwatch_subscriber_lag_events",
             "gauge",
             "Events in the log the subscriber has not processed yet.",
-            |r| r.3.to_string(),
+            |r| r.lag_events.to_string(),
         ),
         (
             "coverwatch_subscriber_lag_seconds",
             "gauge",
             "Age of the oldest event the subscriber has not processed yet.",
-            |r| format!("{:.3}", r.4),
+            |r| format!("{:.3}", r.lag_seconds),
         ),
     ];
     for (name, kind, help, value) in series {
         family(&mut out, name, kind, help);
         for row in &rows {
-            let _ = writeln!(out, "{name}{{subscriber=\"{}\"}} {}", row.0, value(row));
+            let _ = writeln!(out, "{name}{{subscriber=\"{}\"}} {}", row.name, value(row));
         }
     }
-    let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM publisher_dead_letters")
-        .fetch_one(&state.pool)
-        .await?;
+    let dead_letters = coverwatch_projections::kafka::dead_letters(&state.pool).await?;
     family(
         &mut out,
         "coverwatch_kafka_dead_letters",

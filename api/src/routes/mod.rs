@@ -1,5 +1,8 @@
 //! HTTP routes, one file per resource, and the helpers they share (ETags,
-//! validation that reports every bad field at once, cursors).
+//! validation that reports every bad field at once, cursors). A handler
+//! authenticates and authorizes, parses, calls an application service or a
+//! workflow, waits for the read models, and answers from a read model's
+//! query: no SQL here.
 
 pub mod admin;
 pub mod admin_billing;
@@ -15,6 +18,7 @@ pub mod health;
 pub mod invitations;
 pub mod members;
 pub mod metrics;
+pub mod organization_members;
 pub mod tenants;
 
 use crate::error::{ApiError, ApiResult, FieldError};
@@ -100,11 +104,13 @@ pub fn limit(requested: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-/// A cursor that is a UUID (lists ordered by time-ordered v7 ids).
-pub fn uuid_cursor(cursor: Option<&str>) -> ApiResult<Option<uuid::Uuid>> {
+/// A cursor that is an id (lists ordered by time-ordered v7 ids).
+pub fn uuid_cursor<T: From<uuid::Uuid>>(cursor: Option<&str>) -> ApiResult<Option<T>> {
     cursor
         .map(|c| {
-            uuid::Uuid::try_parse(c).map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))
+            uuid::Uuid::try_parse(c)
+                .map(T::from)
+                .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))
         })
         .transpose()
 }

@@ -11,9 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use coverwatch_commands::secrets::{api_key_display_prefix, new_api_key};
-use coverwatch_domain::tenant::{Actor, NewApiKey, ParentTenant, ProfileChanges, TenantCommand, Versioned};
+use coverwatch_commands::CommandError;
+use coverwatch_commands::services::tenants::SignUp;
+use coverwatch_domain::ids::{MemberId, TenantId};
+use coverwatch_domain::tenant::{Actor, ProfileChanges, TenantCommand, Versioned};
 use coverwatch_domain::values::{Email, Label, Name, Role, Slug};
+use coverwatch_projections::directory::{TenantRow, queries};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -49,7 +52,7 @@ pub struct CreatedTenant {
     pub api_key_id: Uuid,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TenantView {
     pub id: Uuid,
     pub slug: String,
@@ -68,8 +71,27 @@ pub struct TenantView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub const TENANT_COLUMNS: &str = "id, slug, name, industry, company_size, contact_email, billing_email, \
-    owner_member_id, parent_id, hierarchy_path, status, suspended_reason, version, created_at, updated_at";
+impl From<TenantRow> for TenantView {
+    fn from(row: TenantRow) -> Self {
+        Self {
+            id: row.id.into(),
+            slug: row.slug,
+            name: row.name,
+            industry: row.industry,
+            company_size: row.company_size,
+            contact_email: row.contact_email,
+            billing_email: row.billing_email,
+            owner_member_id: row.owner_member_id.into(),
+            parent_id: row.parent_id.map(Into::into),
+            hierarchy_path: row.hierarchy_path.into_iter().map(Into::into).collect(),
+            status: row.status,
+            suspended_reason: row.suspended_reason,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,27 +118,11 @@ pub struct DeleteTenant {
     pub confirm_slug: String,
 }
 
-/// A fresh API key for a member: the plaintext for the response, the hash for the event.
-pub fn generate_key(name: &str) -> (NewApiKey, String) {
-    let key_id = Uuid::now_v7();
-    let generated = new_api_key(key_id);
-    let key = NewApiKey {
-        key_id,
-        name: Name::parse(name).expect("key names used here are valid"),
-        prefix: api_key_display_prefix(key_id),
-        secret_hash: generated.hash,
-    };
-    (key, generated.plaintext)
-}
-
-pub async fn load_view(state: &AppState, tenant_id: Uuid) -> ApiResult<TenantView> {
-    sqlx::query_as::<_, TenantView>(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 AND status <> 'deleted'"
-    ))
-    .bind(tenant_id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::NotFound("tenant".into()))
+pub async fn load_view(state: &AppState, tenant_id: TenantId) -> ApiResult<TenantView> {
+    queries::tenant(&state.pool, tenant_id)
+        .await?
+        .map(TenantView::from)
+        .ok_or_else(|| ApiError::NotFound("tenant".into()))
 }
 
 fn labels(fields: &mut Fields, name: &str, value: Option<Option<String>>) -> Option<Option<Label>> {
@@ -151,36 +157,22 @@ pub async fn create_tenant(
     let parent = match body.parent_tenant_id {
         None => None,
         Some(parent_id) => {
+            let parent_id = TenantId::from(parent_id);
             let principal = Principal::authenticate(&headers, &state).await?;
             let member = principal.in_tenant(parent_id, &state, &headers).await?;
             member.require(
                 Role::can_administer,
                 "only an owner or admin of the parent creates child tenants",
             )?;
-            let parent = state.tenants.load(parent_id).await?;
-            Some(ParentTenant {
-                id: parent_id,
-                hierarchy_path: parent.hierarchy_path,
-            })
+            Some(state.tenants.parent(parent_id).await?)
         }
     };
-
-    let tenant_id = Uuid::now_v7();
-    let owner_member_id = Uuid::now_v7();
-    let (owner_key, plaintext) = generate_key("default");
-    let api_key_id = owner_key.key_id;
-    let hierarchy_path: Vec<Uuid> = parent
-        .as_ref()
-        .map(|p| p.hierarchy_path.iter().copied().chain([p.id]).collect())
-        .unwrap_or_default();
-    let parent_tenant_id = parent.as_ref().map(|p| p.id);
-    let command = TenantCommand::Create {
-        tenant_id,
+    let parent_tenant_id = parent.as_ref().map(|p| p.id.into());
+    let (tenant_id, owner_member_id) = (TenantId::generate(), MemberId::generate());
+    let sign_up = SignUp {
         name: name.clone(),
         slug: slug.clone(),
-        owner_member_id,
         owner_email: owner_email.clone(),
-        owner_key,
         industry,
         company_size,
         contact_email,
@@ -188,33 +180,40 @@ pub async fn create_tenant(
         parent,
     };
     let metadata = anonymous_metadata(tenant_id, &format!("member:{owner_member_id}"), &info);
-    let committed = match state.tenants.execute(tenant_id, command.into(), &metadata).await {
+    let signed_up = match state
+        .tenants
+        .sign_up(tenant_id, owner_member_id, sign_up, &metadata)
+        .await
+    {
         // A fresh tenant id cannot conflict: the log's unique slug index did.
-        Err(coverwatch_commands::CommandError::Conflict) => {
+        Err(CommandError::Conflict) => {
             return Err(ApiError::Conflict(format!("the slug {slug} is already taken")));
         }
         other => other?,
     };
-    state.settle(committed).await;
+    state.settle(signed_up.created).await;
     // Every tenant starts on FREE, active.
-    state.ensure_subscription(tenant_id).await?;
+    if let Some(subscribed) = state.billing.ensure_subscription(tenant_id).await? {
+        state.settle(subscribed).await;
+    }
+    let version = signed_up.created.version;
     let created = CreatedTenant {
-        id: tenant_id,
+        id: tenant_id.into(),
         slug: slug.into(),
         name: name.into(),
         status: "active".into(),
-        owner_member_id,
+        owner_member_id: owner_member_id.into(),
         owner_email: owner_email.into(),
         parent_tenant_id,
-        hierarchy_path,
-        version: committed.version,
-        api_key: plaintext,
-        api_key_id,
+        hierarchy_path: signed_up.hierarchy_path.into_iter().map(Into::into).collect(),
+        version,
+        api_key: signed_up.api_key,
+        api_key_id: signed_up.api_key_id.into(),
     };
     Ok((
         StatusCode::CREATED,
         [
-            etag(committed.version),
+            etag(version),
             (
                 header::LOCATION,
                 format!("/v1/tenants/{tenant_id}").parse().expect("valid header"),
@@ -232,7 +231,7 @@ pub async fn get_tenant(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<impl IntoResponse> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let view = load_view(&state, tenant_id).await?;
@@ -250,7 +249,7 @@ pub async fn update_tenant(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<impl IntoResponse> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -290,7 +289,7 @@ pub async fn delete_tenant(
     principal: Principal,
     info: RequestInfo,
     headers: HeaderMap,
-    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiPath(tenant_id): ApiPath<TenantId>,
     ApiQuery(query): ApiQuery<DeleteTenant>,
 ) -> ApiResult<StatusCode> {
     let member = principal.in_tenant(tenant_id, &state, &headers).await?;
@@ -313,7 +312,7 @@ pub async fn delete_tenant(
 pub async fn admin_command(
     state: &AppState,
     info: &RequestInfo,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     command: TenantCommand,
 ) -> ApiResult<TenantView> {
     let metadata = anonymous_metadata(tenant_id, "platform-admin", info);

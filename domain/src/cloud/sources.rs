@@ -4,7 +4,7 @@
 //! AWS Config aggregators, Security Hub and GuardDuty administrators).
 
 use super::hierarchy::DiscoveredHierarchy;
-use super::organization::OrganizationStatus;
+use super::values::OrganizationStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

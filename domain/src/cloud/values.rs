@@ -187,3 +187,27 @@ mod tests {
         }
     }
 }
+
+/// Where an organization stands: derived from its last discovery and from
+/// the connections of the members the tenant selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrganizationStatus {
+    /// Registered; nothing discovered yet.
+    #[default]
+    Pending,
+    Connected,
+    Partial,
+    Error,
+}
+
+impl OrganizationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Connected => "connected",
+            Self::Partial => "partial",
+            Self::Error => "error",
+        }
+    }
+}

@@ -4,9 +4,9 @@
 //! 0.6), and the figures over a denominator (account-only, organization-only,
 //! overlap; union and minimum over several accounts).
 
-use super::aggregate::{DetectionScope, DetectionStatus, Techniques};
+use super::{DetectionScope, DetectionStatus, Techniques};
 use crate::attack::{TechniqueId, TechniqueSet};
-use uuid::Uuid;
+use crate::ids::OrganizationId;
 
 /// Whether a detection with `scope` applies to `account_id`, an account of
 /// organization `organization` (None for a standalone account). Account
@@ -18,7 +18,7 @@ pub enum Applies {
     No,
 }
 
-pub fn applies(scope: &DetectionScope, account_id: &str, organization: Option<Uuid>) -> Applies {
+pub fn applies(scope: &DetectionScope, account_id: &str, organization: Option<OrganizationId>) -> Applies {
     match scope {
         DetectionScope::Account { account_id: own } if own.as_str() == account_id => Applies::Own,
         DetectionScope::Account { .. } => Applies::No,

@@ -17,3 +17,12 @@ pub enum DetectionError {
     #[error("{feature} needs the {required_tier} tier or above")]
     FeatureNotInPlan { feature: &'static str, required_tier: Tier },
 }
+
+impl From<crate::plans::FeatureNotInPlan> for DetectionError {
+    fn from(refused: crate::plans::FeatureNotInPlan) -> Self {
+        Self::FeatureNotInPlan {
+            feature: refused.feature,
+            required_tier: refused.required_tier,
+        }
+    }
+}

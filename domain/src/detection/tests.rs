@@ -4,14 +4,14 @@ use super::coverage::{Applies, Breakdown, applies, covered, union_and_minimum};
 use super::*;
 use crate::attack::{Confidence, TechniqueId, TechniqueSet};
 use crate::cloud::values::AwsAccountId;
+use crate::ids::{DetectionId, OrganizationId, TenantId};
 use crate::plans::Tier;
 use crate::values::Name;
 use cqrs_es::test::TestFramework;
-use uuid::Uuid;
 
-const TENANT: Uuid = Uuid::from_u128(1);
-const DETECTION: Uuid = Uuid::from_u128(2);
-const ORG: Uuid = Uuid::from_u128(3);
+const TENANT: TenantId = TenantId::from_u128(1);
+const DETECTION: DetectionId = DetectionId::from_u128(2);
+const ORG: OrganizationId = OrganizationId::from_u128(3);
 
 fn detections() -> TestFramework<Detection> {
     TestFramework::with(DetectionServices::default())
@@ -297,7 +297,10 @@ mod rules {
             Applies::No
         );
         // Another organization's, or a standalone account: nothing inherited.
-        assert_eq!(applies(&org_scope(None), member, Some(Uuid::from_u128(9))), Applies::No);
+        assert_eq!(
+            applies(&org_scope(None), member, Some(OrganizationId::from_u128(9))),
+            Applies::No
+        );
         assert_eq!(applies(&org_scope(None), member, None), Applies::No);
     }
 

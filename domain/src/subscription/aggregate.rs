@@ -1,18 +1,17 @@
-//! The Subscription aggregate's state, its decisions, and the entitlements it
-//! grants at a given instant (the same function answers queries and decides
-//! limits, so a period end takes effect the moment it passes, before the
-//! `Settle` command records it).
+//! The Subscription aggregate's decisions: one function per command; Stripe
+//! is called (through [`BillingGateway`]) only for a change already decided.
 
-use super::model::*;
+use super::commands::*;
+use super::error::SubscriptionError;
+use super::events::{ScheduledChange, SubscriptionEvent};
+use super::state::{Subscription, SubscriptionStatus, threshold_key};
 use crate::clock::{Clock, SystemClock};
-use crate::plans::{BillingCycle, Entitlements, Limit, Overrides, PlanCatalog, Tier};
-use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
+use crate::ids::TenantId;
+use crate::plans::{BillingCycle, Limit, PlanCatalog, Tier};
+use chrono::{DateTime, Duration, Months, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// The Stripe calls a decision may need (cqrs-es demo `services.rs` style): the
 /// aggregate decides first and calls Stripe only for a change it accepted.
@@ -39,42 +38,6 @@ impl Default for SubscriptionServices {
             gateway: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LegacyGrace {
-    pub from: Tier,
-    pub grace_until: DateTime<Utc>,
-    pub fallback: Option<Tier>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Subscription {
-    pub version: u64,
-    pub tenant_id: Option<Uuid>,
-    pub tier: Tier,
-    pub status: SubscriptionStatus,
-    pub cycle: Option<BillingCycle>,
-    pub stripe_customer_id: Option<String>,
-    pub stripe_subscription_id: Option<String>,
-    pub amount_cents: Option<u64>,
-    pub current_period_start: Option<DateTime<Utc>>,
-    pub current_period_end: Option<DateTime<Utc>>,
-    pub cancel_at_period_end: bool,
-    pub trial_end: Option<DateTime<Utc>>,
-    pub scheduled_change: Option<ScheduledChange>,
-    pub legacy: Option<LegacyGrace>,
-    pub past_due_since: Option<DateTime<Utc>>,
-    pub grace_until: Option<DateTime<Utc>>,
-    pub overrides: Overrides,
-    /// `created` of the newest Stripe subscription state adopted.
-    pub stripe_as_of: Option<DateTime<Utc>>,
-    /// Subscriptions Stripe ended: never revived by a late update.
-    pub ended_subscriptions: BTreeSet<String>,
-    /// Every Stripe event id already handled (redeliveries are no-ops).
-    pub stripe_events: BTreeSet<String>,
-    /// `metric/threshold/period_start` keys already recorded.
-    pub thresholds: BTreeSet<String>,
 }
 
 type Decision = Result<Vec<SubscriptionEvent>, SubscriptionError>;
@@ -128,345 +91,162 @@ impl Aggregate for Subscription {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        self.version += 1;
-        if let Some(id) = event.stripe_event_id() {
-            self.stripe_events.insert(id.to_owned());
-        }
-        match event {
-            SubscriptionEvent::SubscriptionCreated {
-                tenant_id,
-                tier,
-                status,
-            } => {
-                self.tenant_id = Some(tenant_id);
-                self.tier = tier;
-                self.status = status;
-            }
-            SubscriptionEvent::CheckoutStarted { customer_id, .. } => self.stripe_customer_id = Some(customer_id),
-            SubscriptionEvent::StripeCustomerLinked { customer_id } => self.stripe_customer_id = Some(customer_id),
-            SubscriptionEvent::StripeSubscriptionSynced {
-                stripe_event_created,
-                state,
-                ..
-            } => {
-                if self.stripe_subscription_id.as_ref() != Some(&state.subscription_id) {
-                    // A new paid subscription replaces any legacy arrangement.
-                    self.legacy = None;
-                    self.scheduled_change = None;
-                }
-                self.stripe_as_of = Some(stripe_event_created);
-                if let Some((tier, cycle)) = state.plan {
-                    let waiting = self.scheduled_change.is_some_and(|change| {
-                        change.to_tier == tier
-                            && state
-                                .current_period_start
-                                .is_none_or(|start| start < change.effective_at)
-                    });
-                    // A scheduled downgrade moves Stripe to the lower price at
-                    // once (for the next invoice); the tier waits for period end.
-                    if !waiting {
-                        self.tier = tier;
-                        self.cycle = Some(cycle);
-                        self.scheduled_change = None;
-                    }
-                }
-                if state.status != SubscriptionStatus::PastDue {
-                    self.past_due_since = None;
-                } else if self.past_due_since.is_none() {
-                    self.past_due_since = Some(stripe_event_created);
-                }
-                self.status = state.status;
-                self.stripe_customer_id = Some(state.customer_id);
-                self.stripe_subscription_id = Some(state.subscription_id);
-                self.amount_cents = state.amount_cents.or(self.amount_cents);
-                self.current_period_start = state.current_period_start;
-                self.current_period_end = state.current_period_end;
-                self.cancel_at_period_end = state.cancel_at_period_end;
-                self.trial_end = state.trial_end;
-            }
-            SubscriptionEvent::StripeSubscriptionEnded {
-                stripe_event_created,
-                subscription_id,
-                ..
-            } => {
-                self.stripe_as_of = Some(stripe_event_created);
-                self.ended_subscriptions.insert(subscription_id);
-                self.end_paid_period();
-            }
-            SubscriptionEvent::TrialEndingNotified { trial_end, .. } => {
-                self.trial_end = trial_end.or(self.trial_end);
-            }
-            SubscriptionEvent::InvoiceRecorded { .. } | SubscriptionEvent::StripeEventIgnored { .. } => {}
-            SubscriptionEvent::PaymentFailed { at, .. } => {
-                self.status = SubscriptionStatus::PastDue;
-                self.past_due_since.get_or_insert(at);
-            }
-            SubscriptionEvent::PaymentRecovered { .. } => {
-                self.status = SubscriptionStatus::Active;
-                self.past_due_since = None;
-            }
-            SubscriptionEvent::PlanUpgraded { to, cycle, .. } => {
-                self.tier = to;
-                self.cycle = Some(cycle);
-                self.scheduled_change = None;
-            }
-            SubscriptionEvent::DowngradeScheduled { change } => self.scheduled_change = Some(change),
-            SubscriptionEvent::ScheduledChangeTookEffect { change, .. } => {
-                self.tier = change.to_tier;
-                self.cycle = change.cycle.or(self.cycle);
-                self.scheduled_change = None;
-            }
-            SubscriptionEvent::CancellationScheduled { .. } => self.cancel_at_period_end = true,
-            SubscriptionEvent::CancellationWithdrawn {} => self.cancel_at_period_end = false,
-            SubscriptionEvent::CancellationTookEffect { .. } => self.end_paid_period(),
-            SubscriptionEvent::OverridesSet { overrides } => self.overrides = overrides,
-            SubscriptionEvent::GracePeriodGranted { until, .. } => self.grace_until = Some(until),
-            SubscriptionEvent::LegacyTierMigrated { from, grace_until } => {
-                self.tier = from;
-                self.status = SubscriptionStatus::Active;
-                self.legacy = Some(LegacyGrace {
-                    from,
-                    grace_until,
-                    fallback: None,
-                });
-            }
-            SubscriptionEvent::LegacyFallbackChosen { tier } => {
-                if let Some(legacy) = self.legacy.as_mut() {
-                    legacy.fallback = Some(tier);
-                }
-            }
-            SubscriptionEvent::LegacyGraceEnded { to } => {
-                self.legacy = None;
-                self.tier = to;
-            }
-            SubscriptionEvent::UsageThresholdCrossed {
-                metric,
-                threshold,
-                period_start,
-                ..
-            } => {
-                self.thresholds.insert(threshold_key(&metric, threshold, period_start));
-            }
-        }
+        self.fold(event);
     }
-}
-
-pub fn threshold_key(metric: &str, threshold: u8, period_start: DateTime<Utc>) -> String {
-    format!("{metric}/{threshold}/{}", period_start.timestamp())
 }
 
 impl Subscription {
-    fn end_paid_period(&mut self) {
-        self.tier = Tier::Free;
-        self.status = SubscriptionStatus::Cancelled;
-        self.cycle = None;
-        self.cancel_at_period_end = false;
-        self.scheduled_change = None;
-        self.stripe_subscription_id = None;
-        self.amount_cents = None;
-        self.past_due_since = None;
-    }
-
-    /// A Stripe subscription that is paying (or being retried).
-    pub fn has_paid_subscription(&self) -> bool {
-        self.stripe_subscription_id.is_some()
-            && matches!(
-                self.status,
-                SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
-            )
-    }
-
-    /// The tier whose entitlements hold at `now`, with every due transition
-    /// taken into account whether or not it has been recorded yet.
-    pub fn effective_tier(&self, now: DateTime<Utc>, catalog: &PlanCatalog) -> Tier {
-        if let Some(legacy) = &self.legacy {
-            return if now < legacy.grace_until {
-                legacy.from
-            } else {
-                legacy.fallback.unwrap_or(Tier::Free)
-            };
-        }
-        let grace = self.grace_until.is_some_and(|until| now < until);
-        match self.status {
-            SubscriptionStatus::Cancelled | SubscriptionStatus::Paused if !grace => return Tier::Free,
-            SubscriptionStatus::PastDue if !grace => {
-                let retrying_until = self
-                    .past_due_since
-                    .map(|since| since + Duration::days(i64::from(catalog.past_due_grace_days)));
-                if retrying_until.is_none_or(|until| now >= until) {
-                    return Tier::Free;
-                }
-            }
-            _ => {}
-        }
-        if self.cancel_at_period_end && self.current_period_end.is_some_and(|end| end <= now) {
-            return Tier::Free;
-        }
-        match self.scheduled_change {
-            Some(change) if change.effective_at <= now => change.to_tier,
-            _ => self.tier,
-        }
-    }
-
-    pub fn entitlements(&self, now: DateTime<Utc>, catalog: &PlanCatalog) -> Entitlements {
-        self.overrides
-            .apply(catalog.plan(self.effective_tier(now, catalog)).entitlements())
-    }
-
-    /// The billing period usage is metered in: Stripe's current period while
-    /// it runs, otherwise the calendar month (UTC).
-    pub fn usage_period(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-        if let (Some(start), Some(end)) = (self.current_period_start, self.current_period_end)
-            && start <= now
-            && now < end
-            && self.has_paid_subscription()
-        {
-            return (start, end);
-        }
-        let start = Utc
-            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-            .single()
-            .expect("the first of a month exists");
-        (start, start + Months::new(1))
-    }
-
-    /// When the next time-driven transition falls due, for the sweeper.
-    pub fn next_transition_at(&self) -> Option<DateTime<Utc>> {
-        let legacy = self.legacy.as_ref().map(|legacy| legacy.grace_until);
-        let cancel = self.current_period_end.filter(|_| self.cancel_at_period_end);
-        let scheduled = self.scheduled_change.map(|change| change.effective_at);
-        [legacy, cancel, scheduled].into_iter().flatten().min()
-    }
-
     fn decide(
         &self,
         command: SubscriptionCommand,
         now: DateTime<Utc>,
         catalog: &PlanCatalog,
     ) -> Result<(Vec<SubscriptionEvent>, Effect), SubscriptionError> {
+        use SubscriptionCommand as C;
         let only = |events: Decision| events.map(|events| (events, Effect::None));
-        if let SubscriptionCommand::Create { tenant_id } = command {
-            if self.tenant_id.is_some() {
-                return Err(SubscriptionError::AlreadyExists);
-            }
-            return only(Ok(vec![SubscriptionEvent::SubscriptionCreated {
-                tenant_id,
-                tier: Tier::Free,
-                status: SubscriptionStatus::Active,
-            }]));
+        if let C::Create { tenant_id } = command {
+            return only(self.create(tenant_id));
         }
         if self.tenant_id.is_none() {
             return Err(SubscriptionError::NotFound);
         }
         match command {
-            SubscriptionCommand::Create { .. } => unreachable!("handled above"),
-            SubscriptionCommand::StartCheckout {
+            C::Create { .. } => unreachable!("handled above"),
+            C::StartCheckout {
                 tier,
                 cycle,
                 session_id,
                 customer_id,
             } => only(self.start_checkout(tier, cycle, session_id, customer_id, catalog)),
-            SubscriptionCommand::ApplyStripeEvent(change) => only(Ok(self.apply_stripe(change))),
-            SubscriptionCommand::ChangePlan { tier, cycle, usage } => {
-                self.change_plan(tier, cycle, usage, now, catalog)
-            }
-            SubscriptionCommand::CancelAtPeriodEnd => {
-                let (Some(id), Some(end)) = (self.paid_subscription_id(), self.current_period_end) else {
-                    return Err(SubscriptionError::Rule(
-                        "there is no paid subscription to cancel".into(),
-                    ));
-                };
-                if self.cancel_at_period_end {
-                    return Err(SubscriptionError::Conflict(
-                        "the subscription is already cancelled at period end".into(),
-                    ));
-                }
-                Ok((
-                    vec![SubscriptionEvent::CancellationScheduled { effective_at: end }],
-                    Effect::CancelAtPeriodEnd(id, true),
-                ))
-            }
-            SubscriptionCommand::Reactivate => {
-                let Some(id) = self.paid_subscription_id() else {
-                    return Err(SubscriptionError::Rule(
-                        "there is no paid subscription to reactivate: start a checkout".into(),
-                    ));
-                };
-                if !self.cancel_at_period_end {
-                    return Err(SubscriptionError::Conflict(
-                        "the subscription is not being cancelled".into(),
-                    ));
-                }
-                if self.current_period_end.is_some_and(|end| end <= now) {
-                    return Err(SubscriptionError::Rule(
-                        "the period has ended: start a new checkout".into(),
-                    ));
-                }
-                Ok((
-                    vec![SubscriptionEvent::CancellationWithdrawn {}],
-                    Effect::CancelAtPeriodEnd(id, false),
-                ))
-            }
-            SubscriptionCommand::SetOverrides { patch } => {
-                let overrides = patch.apply(self.overrides);
-                if overrides == self.overrides {
-                    return only(Ok(vec![]));
-                }
-                only(Ok(vec![SubscriptionEvent::OverridesSet { overrides }]))
-            }
-            SubscriptionCommand::GrantGracePeriod { until, reason } => {
-                let reason = reason.trim().to_owned();
-                if until <= now {
-                    return Err(SubscriptionError::Rule("a grace period must end in the future".into()));
-                }
-                if reason.is_empty() || reason.chars().count() > 500 {
-                    return Err(SubscriptionError::Rule(
-                        "a grace period needs a reason of 1 to 500 characters".into(),
-                    ));
-                }
-                only(Ok(vec![SubscriptionEvent::GracePeriodGranted { until, reason }]))
-            }
-            SubscriptionCommand::MigrateFromLegacy => {
-                if self.legacy.is_some() || self.has_paid_subscription() || self.tier != Tier::Free {
-                    return Err(SubscriptionError::Conflict(
-                        "only a FREE tenant without a paid subscription can be migrated from the legacy tier".into(),
-                    ));
-                }
-                let grace_until = now + Months::new(catalog.legacy_grace_months);
-                only(Ok(vec![SubscriptionEvent::LegacyTierMigrated {
-                    from: Tier::Subscriber,
-                    grace_until,
-                }]))
-            }
-            SubscriptionCommand::Settle => only(Ok(self.settle(now, catalog))),
-            SubscriptionCommand::RecordUsageThreshold {
+            C::ApplyStripeEvent(change) => only(Ok(self.apply_stripe(change))),
+            C::ChangePlan { tier, cycle, usage } => self.change_plan(tier, cycle, usage, now, catalog),
+            C::CancelAtPeriodEnd => self.cancel_at_period_end(),
+            C::Reactivate => self.reactivate(now),
+            C::SetOverrides { patch } => only(Ok(self.set_overrides(patch))),
+            C::GrantGracePeriod { until, reason } => only(self.grant_grace_period(until, reason, now)),
+            C::MigrateFromLegacy => only(self.migrate_from_legacy(now, catalog)),
+            C::Settle => only(Ok(self.settle(now, catalog))),
+            C::RecordUsageThreshold {
                 metric,
                 threshold,
                 used,
                 limit,
                 period_start,
-            } => {
-                if self
-                    .thresholds
-                    .contains(&threshold_key(&metric, threshold, period_start))
-                {
-                    return only(Ok(vec![]));
-                }
-                only(Ok(vec![SubscriptionEvent::UsageThresholdCrossed {
-                    metric,
-                    threshold,
-                    used,
-                    limit,
-                    period_start,
-                }]))
-            }
+            } => only(Ok(self.record_usage_threshold(
+                metric,
+                threshold,
+                used,
+                limit,
+                period_start,
+            ))),
         }
     }
 
-    fn paid_subscription_id(&self) -> Option<String> {
-        self.stripe_subscription_id
-            .clone()
-            .filter(|_| self.has_paid_subscription())
+    fn create(&self, tenant_id: TenantId) -> Decision {
+        if self.tenant_id.is_some() {
+            return Err(SubscriptionError::AlreadyExists);
+        }
+        Ok(vec![SubscriptionEvent::SubscriptionCreated {
+            tenant_id,
+            tier: Tier::Free,
+            status: SubscriptionStatus::Active,
+        }])
+    }
+
+    fn cancel_at_period_end(&self) -> Result<(Vec<SubscriptionEvent>, Effect), SubscriptionError> {
+        let (Some(id), Some(end)) = (self.paid_subscription_id(), self.current_period_end) else {
+            return Err(SubscriptionError::Rule(
+                "there is no paid subscription to cancel".into(),
+            ));
+        };
+        if self.cancel_at_period_end {
+            return Err(SubscriptionError::Conflict(
+                "the subscription is already cancelled at period end".into(),
+            ));
+        }
+        Ok((
+            vec![SubscriptionEvent::CancellationScheduled { effective_at: end }],
+            Effect::CancelAtPeriodEnd(id, true),
+        ))
+    }
+
+    fn reactivate(&self, now: DateTime<Utc>) -> Result<(Vec<SubscriptionEvent>, Effect), SubscriptionError> {
+        let Some(id) = self.paid_subscription_id() else {
+            return Err(SubscriptionError::Rule(
+                "there is no paid subscription to reactivate: start a checkout".into(),
+            ));
+        };
+        if !self.cancel_at_period_end {
+            return Err(SubscriptionError::Conflict(
+                "the subscription is not being cancelled".into(),
+            ));
+        }
+        if self.current_period_end.is_some_and(|end| end <= now) {
+            return Err(SubscriptionError::Rule(
+                "the period has ended: start a new checkout".into(),
+            ));
+        }
+        Ok((
+            vec![SubscriptionEvent::CancellationWithdrawn {}],
+            Effect::CancelAtPeriodEnd(id, false),
+        ))
+    }
+
+    fn set_overrides(&self, patch: OverridesPatch) -> Vec<SubscriptionEvent> {
+        let overrides = patch.apply(self.overrides);
+        if overrides == self.overrides {
+            return vec![];
+        }
+        vec![SubscriptionEvent::OverridesSet { overrides }]
+    }
+
+    fn grant_grace_period(&self, until: DateTime<Utc>, reason: String, now: DateTime<Utc>) -> Decision {
+        let reason = reason.trim().to_owned();
+        if until <= now {
+            return Err(SubscriptionError::Rule("a grace period must end in the future".into()));
+        }
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(SubscriptionError::Rule(
+                "a grace period needs a reason of 1 to 500 characters".into(),
+            ));
+        }
+        Ok(vec![SubscriptionEvent::GracePeriodGranted { until, reason }])
+    }
+
+    fn migrate_from_legacy(&self, now: DateTime<Utc>, catalog: &PlanCatalog) -> Decision {
+        if self.legacy.is_some() || self.has_paid_subscription() || self.tier != Tier::Free {
+            return Err(SubscriptionError::Conflict(
+                "only a FREE tenant without a paid subscription can be migrated from the legacy tier".into(),
+            ));
+        }
+        let grace_until = now + Months::new(catalog.legacy_grace_months);
+        Ok(vec![SubscriptionEvent::LegacyTierMigrated {
+            from: Tier::Subscriber,
+            grace_until,
+        }])
+    }
+
+    fn record_usage_threshold(
+        &self,
+        metric: String,
+        threshold: u8,
+        used: u64,
+        limit: u64,
+        period_start: DateTime<Utc>,
+    ) -> Vec<SubscriptionEvent> {
+        if self
+            .thresholds
+            .contains(&threshold_key(&metric, threshold, period_start))
+        {
+            return vec![];
+        }
+        vec![SubscriptionEvent::UsageThresholdCrossed {
+            metric,
+            threshold,
+            used,
+            limit,
+            period_start,
+        }]
     }
 
     fn start_checkout(

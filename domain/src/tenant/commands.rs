@@ -1,16 +1,16 @@
 //! What may be asked of a tenant. Identifiers, token hashes and expiry times are
 //! chosen by the caller (the application layer), so the aggregate stays pure.
 
+use crate::ids::{ApiKeyId, InvitationId, MemberId, TenantId};
 use crate::plans::Limit;
 use crate::values::{Email, Label, Name, Role, Slug};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// Who is asking, as far as the domain's rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
-    Member(Uuid),
+    Member(MemberId),
     PlatformAdmin,
 }
 
@@ -34,7 +34,7 @@ impl<C> From<C> for Versioned<C> {
 /// A freshly generated API key: only its hash ever reaches the aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewApiKey {
-    pub key_id: Uuid,
+    pub key_id: ApiKeyId,
     pub name: Name,
     pub prefix: String,
     pub secret_hash: String,
@@ -43,8 +43,8 @@ pub struct NewApiKey {
 /// The parent of a child tenant, with the parent's own ancestry (root first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentTenant {
-    pub id: Uuid,
-    pub hierarchy_path: Vec<Uuid>,
+    pub id: TenantId,
+    pub hierarchy_path: Vec<TenantId>,
 }
 
 /// A partial profile update: `None` leaves a field alone; `Some(None)` clears
@@ -61,10 +61,10 @@ pub struct ProfileChanges {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenantCommand {
     Create {
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         name: Name,
         slug: Slug,
-        owner_member_id: Uuid,
+        owner_member_id: MemberId,
         owner_email: Email,
         owner_key: NewApiKey,
         industry: Option<Label>,
@@ -83,7 +83,7 @@ pub enum TenantCommand {
     },
     InviteMember {
         by: Actor,
-        invitation_id: Uuid,
+        invitation_id: InvitationId,
         email: Email,
         role: Role,
         token_hash: String,
@@ -94,35 +94,35 @@ pub enum TenantCommand {
     },
     RevokeInvitation {
         by: Actor,
-        invitation_id: Uuid,
+        invitation_id: InvitationId,
     },
     AcceptInvitation {
-        invitation_id: Uuid,
+        invitation_id: InvitationId,
         token_hash: String,
-        member_id: Uuid,
+        member_id: MemberId,
         api_key: NewApiKey,
         member_limit: Limit,
     },
     ChangeMemberRole {
         by: Actor,
-        member_id: Uuid,
+        member_id: MemberId,
         role: Role,
     },
     SuspendMember {
         by: Actor,
-        member_id: Uuid,
+        member_id: MemberId,
     },
     ReactivateMember {
         by: Actor,
-        member_id: Uuid,
+        member_id: MemberId,
     },
     RemoveMember {
         by: Actor,
-        member_id: Uuid,
+        member_id: MemberId,
     },
     TransferOwnership {
         by: Actor,
-        to_member_id: Uuid,
+        to_member_id: MemberId,
     },
     CreateApiKey {
         by: Actor,
@@ -130,7 +130,7 @@ pub enum TenantCommand {
     },
     RevokeApiKey {
         by: Actor,
-        key_id: Uuid,
+        key_id: ApiKeyId,
     },
     Suspend {
         by: Actor,

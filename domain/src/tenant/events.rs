@@ -1,11 +1,11 @@
 //! What happened to a tenant. Event names are past tense; every event is at
 //! version 1.0 (an upcaster is added beside a new version when one changes).
 
+use crate::ids::{ApiKeyId, InvitationId, MemberId, TenantId};
 use crate::values::{Email, Label, Name, Role, Slug};
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -35,18 +35,18 @@ pub enum InvitationStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TenantEvent {
     TenantCreated {
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         name: Name,
         slug: Slug,
-        owner_member_id: Uuid,
+        owner_member_id: MemberId,
         owner_email: Email,
         industry: Option<Label>,
         company_size: Option<Label>,
         contact_email: Option<Email>,
         billing_email: Option<Email>,
-        parent_tenant_id: Option<Uuid>,
+        parent_tenant_id: Option<TenantId>,
         /// Ancestors from the root down to the parent; empty for a root tenant.
-        hierarchy_path: Vec<Uuid>,
+        hierarchy_path: Vec<TenantId>,
     },
     /// Only the fields that changed are present; `null` means cleared.
     ProfileUpdated {
@@ -78,53 +78,53 @@ pub enum TenantEvent {
         billing_email: Option<Option<Email>>,
     },
     TenantDeleted {
-        by_member_id: Uuid,
+        by_member_id: MemberId,
     },
     MemberInvited {
-        invitation_id: Uuid,
+        invitation_id: InvitationId,
         email: Email,
         role: Role,
         token_hash: String,
         expires_at: DateTime<Utc>,
     },
     InvitationRevoked {
-        invitation_id: Uuid,
+        invitation_id: InvitationId,
     },
     InvitationAccepted {
-        invitation_id: Uuid,
-        member_id: Uuid,
+        invitation_id: InvitationId,
+        member_id: MemberId,
         email: Email,
         role: Role,
     },
     MemberRoleChanged {
-        member_id: Uuid,
+        member_id: MemberId,
         from: Role,
         to: Role,
     },
     MemberSuspended {
-        member_id: Uuid,
+        member_id: MemberId,
     },
     MemberReactivated {
-        member_id: Uuid,
+        member_id: MemberId,
     },
     MemberRemoved {
-        member_id: Uuid,
+        member_id: MemberId,
     },
     OwnershipTransferred {
-        from_member_id: Uuid,
-        to_member_id: Uuid,
+        from_member_id: MemberId,
+        to_member_id: MemberId,
         /// The role the previous owner keeps.
         previous_owner_role: Role,
     },
     ApiKeyCreated {
-        key_id: Uuid,
-        member_id: Uuid,
+        key_id: ApiKeyId,
+        member_id: MemberId,
         name: Name,
         prefix: String,
         secret_hash: String,
     },
     ApiKeyRevoked {
-        key_id: Uuid,
+        key_id: ApiKeyId,
     },
     TenantSuspended {
         reason: String,

@@ -1,0 +1,188 @@
+//! Discovery runs: read an organization with the AWS SDK in the background,
+//! record what was found as one command on the CloudOrganization aggregate,
+//! and keep the run's progress row (`discovery_runs`, owned here) current
+//! for `GET .../discover/{run_id}`. Commands do not wait for it: starting a
+//! run answers at once with its id.
+
+use crate::adapters::aws::{Discovery, DiscoveryProgress};
+use crate::consistency::ReadModels;
+use crate::error::CommandError;
+use crate::executor::{CloudOrganizationCommands, RETRIES};
+use crate::metadata::CommandMetadata;
+use crate::services::BillingService;
+use chrono::{DateTime, Utc};
+use coverwatch_domain::cloud::{CloudOrganizationCommand, OrganizationStatus};
+use coverwatch_domain::ids::{OrganizationId, RunId, TenantId};
+use coverwatch_domain::plans::PlanCatalog;
+use sqlx::PgPool;
+use sqlx::types::Json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub struct DiscoveryWorkflow {
+    pub aws: Discovery,
+    pub organizations: Arc<CloudOrganizationCommands>,
+    pub billing: Arc<BillingService>,
+    pub catalog: Arc<PlanCatalog>,
+    pub pool: PgPool,
+    pub read_models: ReadModels,
+}
+
+/// The organization a run reads, and how it gets in.
+struct Target {
+    organization_id: OrganizationId,
+    role_arn: String,
+    external_id: String,
+    /// The AWS organization id it was registered with (`o-...`).
+    external_org_id: String,
+}
+
+/// A run as its progress row holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub run_id: RunId,
+    /// running, done, partial or failed.
+    pub status: String,
+    pub pages: i64,
+    pub ous: i64,
+    pub accounts: i64,
+    pub errors: Json<Vec<String>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl DiscoveryWorkflow {
+    /// Starts a run of the tenant's organization (which needs the plan's
+    /// organization features) and returns its id; the run goes on in the
+    /// background.
+    pub async fn start(
+        self: &Arc<Self>,
+        tenant_id: TenantId,
+        organization_id: OrganizationId,
+        metadata: CommandMetadata,
+    ) -> Result<RunId, CommandError> {
+        let row =
+            super::organization_with_features(&self.pool, &self.billing, &self.catalog, tenant_id, organization_id)
+                .await?;
+        let run_id = RunId::generate();
+        sqlx::query(
+            "INSERT INTO discovery_runs (run_id, organization_id, tenant_id, status, started_at)
+             VALUES ($1, $2, $3, 'running', $4)",
+        )
+        .bind(run_id)
+        .bind(organization_id)
+        .bind(tenant_id)
+        .bind(self.billing.clock.now())
+        .execute(&self.pool)
+        .await?;
+        let target = Target {
+            organization_id,
+            role_arn: row.role_arn,
+            external_id: row.external_id,
+            external_org_id: row.external_org_id,
+        };
+        tokio::spawn(self.clone().run(target, run_id, metadata));
+        Ok(run_id)
+    }
+
+    async fn run(self: Arc<Self>, target: Target, run_id: RunId, metadata: CommandMetadata) {
+        let progress = Arc::new(DiscoveryProgress::default());
+        let reporter = {
+            let (workflow, progress) = (self.clone(), progress.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let _ = workflow.report(run_id, &progress, None).await;
+                }
+            })
+        };
+        let clients = self.aws.clients(&target.role_arn, &target.external_id).await;
+        let run = self
+            .aws
+            .discover(&clients, &target.external_org_id, progress.clone())
+            .await;
+        reporter.abort();
+        let outcome = run.found.outcome(&run.errors);
+        tracing::info!(%run_id, calls = ?run.calls, errors = run.errors.len(), "discovery read the organization");
+        let command = CloudOrganizationCommand::RecordDiscovery {
+            run_id,
+            found: run.found,
+            errors: run.errors,
+        };
+        let status = match self
+            .organizations
+            .execute_retrying(target.organization_id, command, &metadata, RETRIES)
+            .await
+        {
+            Ok(committed) => {
+                self.read_models.settle(committed).await;
+                match outcome {
+                    OrganizationStatus::Connected => "done",
+                    OrganizationStatus::Partial => "partial",
+                    OrganizationStatus::Error | OrganizationStatus::Pending => "failed",
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = ?error, %run_id, "recording a discovery failed");
+                progress
+                    .errors
+                    .lock()
+                    .expect("errors lock")
+                    .push("the result could not be recorded".into());
+                "failed"
+            }
+        };
+        if let Err(error) = self.report(run_id, &progress, Some(status)).await {
+            tracing::error!(error = ?error, %run_id, "updating a discovery run failed");
+        }
+    }
+
+    async fn report(&self, run_id: RunId, progress: &DiscoveryProgress, finished: Option<&str>) -> sqlx::Result<()> {
+        let errors = progress.errors();
+        sqlx::query(
+            "UPDATE discovery_runs SET pages = $2, ous = $3, accounts = $4, errors = $5,
+                    status = coalesce($6, status), finished_at = CASE WHEN $6 IS NULL THEN NULL ELSE now() END
+              WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .bind(progress.pages.load(Ordering::Relaxed) as i64)
+        .bind(progress.ous.load(Ordering::Relaxed) as i64)
+        .bind(progress.accounts.load(Ordering::Relaxed) as i64)
+        .bind(Json(errors))
+        .bind(finished)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, status, pages, ous, accounts, errors, started_at, finished_at";
+
+/// One run of the tenant's organization.
+pub async fn run(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    organization_id: OrganizationId,
+    run_id: RunId,
+) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM discovery_runs WHERE run_id = $1 AND organization_id = $2 AND tenant_id = $3"
+    ))
+    .bind(run_id)
+    .bind(organization_id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The organization's newest run.
+pub async fn latest_run(pool: &PgPool, organization_id: OrganizationId) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM discovery_runs
+          WHERE organization_id = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1"
+    ))
+    .bind(organization_id)
+    .fetch_optional(pool)
+    .await
+}
