@@ -11,6 +11,7 @@ pub mod devtools;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod input;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;

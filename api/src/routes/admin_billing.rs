@@ -263,6 +263,14 @@ pub async fn unmatched_events(
 ) -> ApiResult<Json<Page<UnmatchedEvent>>> {
     principal.require_admin()?;
     let limit = limit(query.limit)?;
+    // The cursor is the last Stripe event id of the previous page.
+    if let Some(cursor) = query.cursor.as_deref()
+        && !(cursor.starts_with("evt_")
+            && cursor.len() <= 255
+            && cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(ApiError::validation("cursor", "is not a cursor this API returned"));
+    }
     let rows = state
         .billing
         .unmatched_events(query.cursor.as_deref(), limit + 1)

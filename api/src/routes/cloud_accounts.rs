@@ -156,6 +156,10 @@ pub async fn list_accounts(
     {
         fields.check::<(), _>("status", Err("must be connected or disconnected"));
     }
+    // The cursor is the last account id of the previous page.
+    let cursor = fields.check_opt("cursor", query.cursor.as_deref(), |c| {
+        AwsAccountId::parse(c).map_err(|_| "is not a cursor this API returned")
+    });
     fields.finish()?;
     let limit = limit(query.limit)?;
     let rows = queries::accounts_page(
@@ -163,7 +167,7 @@ pub async fn list_accounts(
         tenant_id,
         environment.map(Environment::as_str),
         query.status.as_deref(),
-        query.cursor.as_deref(),
+        cursor.as_ref().map(AwsAccountId::as_str),
         limit + 1,
     )
     .await?;
