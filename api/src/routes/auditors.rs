@@ -166,11 +166,21 @@ pub async fn verify(
 
 const CSV_HEADER: &str = "position,event_id,recorded_at,actor,action,resource_type,resource_id,request_id,correlation_id,causation_id,client_ip,user_agent,impersonated_by,summary\n";
 
+/// One CSV cell. A cell a spreadsheet would evaluate as a formula (leading
+/// `=`, `+`, `-`, `@`, tab or carriage return: attacker-controlled text such
+/// as a User-Agent or a name ends up here) is neutralised with a leading
+/// apostrophe, as OWASP's CSV-injection guidance says; cells with
+/// separators, quotes or line breaks are quoted.
 fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
+    let neutralised = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
     } else {
         value.to_owned()
+    };
+    if neutralised.contains([',', '"', '\n', '\r', '\t']) {
+        format!("\"{}\"", neutralised.replace('"', "\"\""))
+    } else {
+        neutralised
     }
 }
 
@@ -250,15 +260,23 @@ pub async fn export_audit_log(
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     });
-    let content_type = if csv {
-        "text/csv; charset=utf-8"
+    let (content_type, extension) = if csv {
+        ("text/csv; charset=utf-8", "csv")
     } else {
-        "application/x-ndjson"
+        ("application/x-ndjson", "jsonl")
     };
+    let file_name = format!(
+        "coverwatch-audit-{tenant_id}-{}.{extension}",
+        state.clock.now().format("%Y%m%dT%H%M%SZ")
+    );
     let mut response = Body::from_stream(stream).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+            .expect("ids and digits are a valid header"),
+    );
     Ok(response)
 }
 
@@ -270,4 +288,24 @@ pub async fn public_key(State(state): State<AppState>) -> Json<PublicKey> {
         public_key: state.signer.public_key_hex(),
         pem: state.signer.public_key_pem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn formulas_are_neutralised_and_separators_quoted() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_field("+1+1"), "'+1+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "\"'\tx\"");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("member:1"), "member:1");
+    }
 }
