@@ -122,8 +122,8 @@ impl Principal {
     /// tenant's plan and metered.
     pub async fn in_tenant(&self, tenant_id: TenantId, state: &AppState, headers: &HeaderMap) -> ApiResult<Member> {
         let member = self.resolve_in_tenant(tenant_id, state, headers).await?;
-        let request_id = header_text(headers, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string());
-        crate::rate_limit::meter(state, tenant_id, &request_id).await?;
+        let client_request_id = header_text(headers, "x-request-id");
+        crate::rate_limit::meter(state, tenant_id, client_request_id.as_deref()).await?;
         Ok(member)
     }
 

@@ -68,8 +68,9 @@ impl RateLimiter {
     }
 }
 
-/// Rate-limits and meters one authenticated request in a tenant.
-pub async fn meter(state: &AppState, tenant_id: TenantId, request_id: &str) -> ApiResult<()> {
+/// Rate-limits and meters one authenticated request in a tenant, under an
+/// id the server chose; `client_request_id` is the client's, for correlation.
+pub async fn meter(state: &AppState, tenant_id: TenantId, client_request_id: Option<&str>) -> ApiResult<()> {
     if state.settings.http.rate_limits {
         state
             .rate_limiter
@@ -81,6 +82,14 @@ pub async fn meter(state: &AppState, tenant_id: TenantId, request_id: &str) -> A
             })
             .await?;
     }
-    usage::record_request(&state.pool, tenant_id, request_id, state.clock.now()).await?;
+    let server_request_id = uuid::Uuid::now_v7();
+    usage::record_request(
+        &state.pool,
+        tenant_id,
+        server_request_id,
+        client_request_id,
+        state.clock.now(),
+    )
+    .await?;
     Ok(())
 }

@@ -611,7 +611,7 @@ async fn usage_meters_members_and_requests_and_records_thresholds_once_per_perio
     .await;
     assert_eq!(recorded, 2, "80 % and 100 %, each once in the period");
 
-    // A retried request with the same X-Request-Id is metered once.
+    // Requests that repeat an X-Request-Id are each metered.
     let before =
         expect_status(app.get(&path, &tenant.key).await, StatusCode::OK).await["metrics"]["api_requests"]["used"]
             .as_u64()
@@ -629,9 +629,17 @@ async fn usage_meters_members_and_requests_and_records_thresholds_once_per_perio
             .unwrap();
     assert_eq!(
         after,
-        before + 2,
-        "the usage read itself, plus one for the three retries"
+        before + 4,
+        "the usage read itself, plus each of the three requests: a client that repeats its \
+         X-Request-Id is still metered per request (the id is only for correlation)"
     );
+    // The client's id stays with the events and the audit trail for correlation.
+    let correlated: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_requests WHERE client_request_id = 'retried-request-1'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(correlated, 3);
 }
 
 #[tokio::test]
@@ -889,4 +897,31 @@ async fn a_cancellation_falls_to_free_when_the_period_ends() {
         )
         .await;
     expect_status(refused, StatusCode::PAYMENT_REQUIRED).await;
+}
+
+/// Metered requests are kept only as long as a usage period reports them.
+#[tokio::test]
+async fn metered_requests_older_than_any_reported_period_are_pruned() {
+    let app = spawn_app_with(Arc::new(coverwatch_domain::clock::SystemClock), |settings| {
+        settings.subscribers.settle_interval_ms = 100
+    })
+    .await;
+    let tenant = app.create_free_tenant("pruned").await;
+    sqlx::query(
+        "INSERT INTO api_requests (tenant_id, request_id, at) VALUES
+            ($1::uuid, 'ancient', now() - interval '401 days'), ($1::uuid, 'last-year', now() - interval '300 days')",
+    )
+    .bind(&tenant.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    wait_for("the ancient request pruned", async || {
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT request_id FROM api_requests WHERE request_id IN ('ancient', 'last-year')")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        left == ["last-year"]
+    })
+    .await;
 }

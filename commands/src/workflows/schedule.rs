@@ -3,7 +3,8 @@
 //! follow the clock; this puts the transition in the log), then keeps the
 //! coverage history (a daily snapshot of every account and organization
 //! whose last one is a day old, and pruning past each tenant's retention,
-//! from its tier). Commands do not wait for it.
+//! from its tier), then prunes metered API requests past the longest period
+//! usage is reported over. Commands do not wait for it.
 
 use crate::services::BillingService;
 use anyhow::Context;
@@ -26,6 +27,9 @@ pub async fn run(billing: Arc<BillingService>, every: Duration, mut stop: watch:
         }
         if let Err(error) = maintain_coverage_history(&billing, now).await {
             tracing::warn!(error = ?error, "coverage history upkeep failed");
+        }
+        if let Err(error) = coverwatch_projections::billing::usage::prune_requests(&billing.pool, now).await {
+            tracing::warn!(error = ?error, "pruning metered requests failed");
         }
     }
 }

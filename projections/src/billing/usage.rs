@@ -4,7 +4,8 @@
 //! that own each count, and the API request meter.
 //!
 //! `api_requests` is the one usage table not fed from the log: the API edge
-//! writes one row per metered request (`record_request`).
+//! writes one row per metered request (`record_request`), and the upkeep
+//! schedule prunes it past the longest period reported (`prune_requests`).
 
 use super::queries::subscription;
 use crate::{audit, cloud, coverage};
@@ -14,6 +15,7 @@ use coverwatch_domain::plans::{Limit, PlanCatalog};
 use serde::Serialize;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricUsage {
@@ -50,21 +52,40 @@ fn metric(used: u64, limit: Limit, crossed: Vec<u8>) -> MetricUsage {
     }
 }
 
-/// Meters one authenticated request. The request id makes the record
-/// idempotent: a retry that sends its X-Request-Id again is counted once.
+/// Meters one authenticated request under the id the server gave it (so a
+/// client cannot choose what counts); the client's `X-Request-Id`, if any,
+/// is kept for correlation.
 pub async fn record_request(
     pool: &PgPool,
     tenant_id: TenantId,
-    request_id: &str,
+    server_request_id: Uuid,
+    client_request_id: Option<&str>,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO api_requests (tenant_id, request_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(tenant_id)
-        .bind(request_id)
-        .bind(at)
+    sqlx::query(
+        "INSERT INTO api_requests (tenant_id, request_id, client_request_id, at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(server_request_id.to_string())
+    .bind(client_request_id)
+    .bind(at)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// The longest period usage is reported over: an annual plan's year (and
+/// some slack for a period that started late).
+pub const REQUEST_RETENTION_DAYS: i64 = 400;
+
+/// Forgets metered requests older than any period the report serves.
+pub async fn prune_requests(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
+    let result = sqlx::query("DELETE FROM api_requests WHERE at < $1")
+        .bind(now - chrono::Duration::days(REQUEST_RETENTION_DAYS))
         .execute(pool)
-        .await
-        .map(drop)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 /// Members and unexpired pending invitations at `now`.
