@@ -72,7 +72,11 @@ pub async fn read_batch(conn: &mut PgConnection, after: i64, limit: i64) -> Resu
     .await
 }
 
-/// A tenant's events strictly after `after`, in global order (for auditors).
+/// A tenant's events strictly after `after`, in global order (for auditors),
+/// bounded by the same visibility horizon the subscribers use: a position
+/// is shown only once every transaction that could still commit a lower
+/// one has finished, so a client following the stream with the last
+/// position it saw never skips an event that commits late.
 pub async fn tenant_events_page(
     pool: &sqlx::PgPool,
     tenant_id: coverwatch_domain::ids::TenantId,
@@ -80,7 +84,9 @@ pub async fn tenant_events_page(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+        "SELECT {EVENT_COLUMNS} FROM events
+          WHERE tenant_id = $1 AND position > $2 AND position < coverwatch_visible_horizon()
+          ORDER BY position LIMIT $3"
     ))
     .bind(tenant_id)
     .bind(after)

@@ -55,6 +55,11 @@ async fn the_database_refuses_update_delete_and_truncate_on_events() {
 /// transactions sleep before committing and some roll back. Returns the
 /// event ids it committed.
 async fn raw_writer(url: String, aggregate: String, count: i64, seed: u64) -> Vec<Uuid> {
+    raw_writer_for(url, aggregate, count, seed, Uuid::nil()).await
+}
+
+/// `raw_writer`, with the events in `tenant`'s stream.
+async fn raw_writer_for(url: String, aggregate: String, count: i64, seed: u64, tenant: Uuid) -> Vec<Uuid> {
     let mut conn = PgConnection::connect(&url).await.unwrap();
     let mut committed = vec![];
     let mut sequence = 0;
@@ -68,7 +73,7 @@ async fn raw_writer(url: String, aggregate: String, count: i64, seed: u64) -> Ve
         let id: Uuid = sqlx::query_scalar(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              VALUES ('probe', $1, $2, 'Probed', '1.0', json_build_object('i', $3::bigint, 'seed', $4::bigint),
-                     json_build_object('tenant_id', '00000000-0000-0000-0000-000000000000', 'actor', 'system',
+                     json_build_object('tenant_id', $5::text, 'actor', 'system',
                                        'request_id', 'r', 'correlation_id', 'c', 'causation_id', 'c'))
              RETURNING event_id",
         )
@@ -76,6 +81,7 @@ async fn raw_writer(url: String, aggregate: String, count: i64, seed: u64) -> Ve
         .bind(sequence + 1)
         .bind(i)
         .bind(seed as i64)
+        .bind(tenant.to_string())
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -326,4 +332,77 @@ async fn every_event_carries_who_where_and_why() {
         m
     });
     assert_eq!(tenants.len(), 1);
+}
+
+/// An auditor following `GET .../events?after_position=` live, passing the
+/// last position it saw, sees every event of the tenant exactly once, also
+/// those whose transactions commit late (held open while later ones commit).
+#[tokio::test]
+async fn the_auditor_stream_followed_live_sees_late_commits_exactly_once() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("auditor-stream").await;
+    let tenant_id: Uuid = tenant.id.parse().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let (app, key, done) = (app.clone_client(), tenant.key.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut after, mut seen, mut idle_after_done) = (0i64, Vec::<String>::new(), 0);
+            loop {
+                let page = expect_status(
+                    app.get(
+                        &format!("/v1/tenants/{tenant_id}/events?after_position={after}&limit=500"),
+                        &key,
+                    )
+                    .await,
+                    StatusCode::OK,
+                )
+                .await;
+                let items = page["items"].as_array().unwrap().clone();
+                if let Some(last) = items.last() {
+                    after = last["position"].as_i64().unwrap();
+                }
+                seen.extend(items.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+                if items.is_empty() {
+                    if done.load(Ordering::SeqCst) {
+                        idle_after_done += 1;
+                        if idle_after_done > 20 {
+                            return seen;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            tokio::spawn(raw_writer_for(
+                app.database_url.clone(),
+                format!("late-{w}"),
+                25,
+                w,
+                tenant_id,
+            ))
+        })
+        .collect();
+    let mut committed = HashSet::new();
+    for writer in writers {
+        committed.extend(writer.await.unwrap().into_iter().map(|id| id.to_string()));
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = follower.await.unwrap();
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no event twice");
+    let missed: Vec<&String> = committed.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(missed.is_empty(), "{} late commits skipped: {missed:?}", missed.len());
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.len() as i64,
+        total,
+        "every event of the tenant, its own commands' included"
+    );
 }
