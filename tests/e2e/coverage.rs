@@ -866,3 +866,66 @@ async fn a_member_in_error_loses_what_the_organization_sources_give_but_keeps_re
         .unwrap();
     assert!(differences.is_empty(), "{differences:?}");
 }
+
+/// Changes that move no figure (a detection whose techniques are all outside
+/// the platform set, its rename, a second one covering what the first
+/// covers) write no snapshot, so the live history equals a rebuild's.
+#[tokio::test]
+async fn changes_that_move_no_figure_write_no_snapshot_and_rebuild_equals_live() {
+    let app = spawn_app_with(Arc::new(SystemClock), |_| {}).await;
+    let tenant = app.create_tenant("no-figure").await;
+    standalone_account(&app, &tenant, "444455556666").await;
+    let detections = format!("/v1/tenants/{}/detections", tenant.id);
+    let register = |name: &'static str, techniques: Value| {
+        app.post(
+            &detections,
+            &tenant.key,
+            json!({"name": name, "source": "custom", "techniques": techniques,
+                   "scope": {"type": "account", "account_id": "444455556666"}}),
+        )
+    };
+    // Two cloud techniques first: 2 of 151 is one of the ratios whose text
+    // does not parse back to the same float by default.
+    expect_status(
+        register(
+            "cloud",
+            json!([{"id": "T1530", "confidence": 0.9}, {"id": "T1078.004", "confidence": 0.9}]),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let history = format!(
+        "/v1/tenants/{}/coverage/accounts/444455556666/snapshots?from=2000-01-01T00:00:00Z&limit=500",
+        tenant.id
+    );
+    let before = ok(&app, &tenant, &history).await["items"].as_array().unwrap().len();
+    // OS Credential Dumping is no cloud technique: the figures stay the same.
+    let outside = expect_status(
+        register("endpoint only", json!([{"id": "T1003", "confidence": 0.9}])).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect_status(
+        app.patch(
+            &format!("{detections}/{}", outside["detection_id"].as_str().unwrap()),
+            &tenant.key,
+            json!({"name": "endpoint only, renamed"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        register("again", json!([{"id": "T1530", "confidence": 0.6}])).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let after = ok(&app, &tenant, &history).await["items"].as_array().unwrap().len();
+    assert_eq!(after, before, "no figure moved, so no snapshot was taken");
+    app.caught_up(Some("coverage"), Duration::from_secs(20)).await;
+    let differences = coverwatch_replay::rebuild::compare(&app.pool, read_models(), 100)
+        .await
+        .unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+}

@@ -141,7 +141,11 @@ pub(super) async fn refresh(
             touched.insert(organization_id);
         }
         let figures = account_figures(&Breakdown::of(&own, &inherited, &denominator));
-        if stored.figures.as_ref() != Some(&figures) {
+        if !stored
+            .figures
+            .as_ref()
+            .is_some_and(|stored| same_counts(stored, &figures))
+        {
             batch.snapshots.push(Snapshot {
                 tenant_id,
                 scope: "account",
@@ -200,7 +204,11 @@ pub(super) async fn org_snapshot(
         "union": {"covered": union, "total_coverage": ratio(union, denominator.len())},
         "minimum": {"covered": minimum, "total_coverage": ratio(minimum, denominator.len())},
     });
-    if organization.figures.as_ref() == Some(&figures) {
+    if organization
+        .figures
+        .as_ref()
+        .is_some_and(|stored| same_counts(stored, &figures))
+    {
         return Ok(());
     }
     organization.figures = Some(figures.clone());
@@ -214,4 +222,40 @@ pub(super) async fn org_snapshot(
         figures,
     });
     Ok(())
+}
+
+/// Whether two sets of figures say the same thing: every count equal. The
+/// ratios are derived from the counts and never compared: a ratio read back
+/// from the database is not always the float that was written (JSON text
+/// does not parse back to every `f64` exactly, e.g. 2/151), and comparing it
+/// would take a snapshot of figures that did not change (which a rebuild,
+/// comparing in memory, would not).
+fn same_counts(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(key, x)| b.get(key).is_some_and(|y| same_counts(x, y)))
+        }
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => x.is_f64() && y.is_f64(),
+        (x, y) => x == y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_counts;
+    use serde_json::json;
+
+    #[test]
+    fn counts_decide_and_ratios_do_not() {
+        let written = json!({"covered": 2, "denominator": 151, "total_coverage": 2.0 / 151.0});
+        let read_back: serde_json::Value = serde_json::from_str(&written.to_string()).unwrap();
+        assert!(same_counts(&written, &read_back));
+        let moved = json!({"covered": 3, "denominator": 151, "total_coverage": 3.0 / 151.0});
+        assert!(!same_counts(&written, &moved));
+        let nested = json!({"union": {"covered": 2, "total_coverage": 0.5}, "accounts": 4});
+        assert!(!same_counts(
+            &nested,
+            &json!({"union": {"covered": 2, "total_coverage": 0.5}, "accounts": 5})
+        ));
+    }
 }
