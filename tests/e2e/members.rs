@@ -333,3 +333,61 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     assert_eq!(app.get(&base, second_key).await.status(), StatusCode::UNAUTHORIZED);
     expect_status(app.get(&base, &reader_key).await, StatusCode::OK).await;
 }
+
+/// An admin cannot lock the owner out by revoking the owner's keys; the
+/// owner can, and so can the platform admin impersonating the owner, which
+/// the audit trail records.
+#[tokio::test]
+async fn nobody_but_the_owner_revokes_the_owners_keys() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("lockout").await;
+    let (_, admin_key) = app.add_member(&tenant, "admin@lockout.test", "admin").await;
+    let keys = format!("/v1/tenants/{}/api-keys", tenant.id);
+    let listed = expect_status(app.get(&keys, &tenant.key).await, StatusCode::OK).await;
+    let owner_keys: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["member_id"] == tenant.owner_member_id.as_str())
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(owner_keys.len(), 1);
+    let before = app.event_count().await;
+    let refused = app.delete(&format!("{keys}/{}", owner_keys[0]), &admin_key).await;
+    let problem = expect_problem(refused, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("only the owner"),
+        "{problem}"
+    );
+    assert_eq!(app.event_count().await, before, "nothing written");
+    expect_status(
+        app.get(&format!("/v1/tenants/{}", tenant.id), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // The platform admin, impersonating the owner: allowed and recorded.
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("{keys}/{}", owner_keys[0]),
+            Some(crate::helpers::ADMIN_TOKEN),
+        )
+        .header("x-coverwatch-impersonate", &tenant.owner_member_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let gone = app.get(&format!("/v1/tenants/{}", tenant.id), &tenant.key).await;
+    expect_problem(gone, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let trail = expect_status(
+        app.get(
+            &format!("/v1/tenants/{}/audit-log?action=ApiKeyRevoked", tenant.id),
+            &admin_key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(trail["items"][0]["impersonated_by"], "platform-admin", "{trail}");
+}

@@ -387,6 +387,13 @@ impl Tenant {
     fn revoke_api_key(&self, by: Actor, key_id: ApiKeyId) -> Decision {
         let key = self.api_keys.get(&key_id).ok_or(TenantError::NotFoundItem("API key"))?;
         let own_key = by == Actor::Member(key.member_id);
+        // Nobody locks the owner out: only the owner revokes its keys (the
+        // platform admin does so by impersonating the owner, recorded as such).
+        if Some(key.member_id) == self.owner && !own_key {
+            return Err(TenantError::Forbidden(
+                "only the owner revokes the owner's API keys".into(),
+            ));
+        }
         if !own_key {
             self.require(
                 by,

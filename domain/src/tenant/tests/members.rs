@@ -156,20 +156,67 @@ fn after_a_transfer_there_is_exactly_one_owner() {
 }
 
 #[test]
-fn members_revoke_their_own_keys_and_admins_anyone_s() {
+fn members_revoke_their_own_keys_and_admins_other_members_keys() {
+    const ANALYST_KEY: ApiKeyId = ApiKeyId::from_u128(32);
+    let mut given = team();
+    given.push(TenantEvent::ApiKeyCreated {
+        key_id: ANALYST_KEY,
+        member_id: ANALYST,
+        name: Name::parse("ci").unwrap(),
+        prefix: "cwk_00000032".into(),
+        secret_hash: "hash".into(),
+    });
     fixture()
-        .given(team())
+        .given(given.clone())
         .when(cmd(TenantCommand::RevokeApiKey {
             by: Actor::Member(ANALYST),
-            key_id: KEY,
+            key_id: ANALYST_KEY,
+        }))
+        .then_expect_events(vec![TenantEvent::ApiKeyRevoked { key_id: ANALYST_KEY }]);
+    fixture()
+        .given(given.clone())
+        .when(cmd(TenantCommand::RevokeApiKey {
+            by: Actor::Member(ADMIN),
+            key_id: ANALYST_KEY,
+        }))
+        .then_expect_events(vec![TenantEvent::ApiKeyRevoked { key_id: ANALYST_KEY }]);
+    let mut with_admin_key = given;
+    with_admin_key.push(TenantEvent::ApiKeyCreated {
+        key_id: ApiKeyId::from_u128(33),
+        member_id: ADMIN,
+        name: Name::parse("ops").unwrap(),
+        prefix: "cwk_00000033".into(),
+        secret_hash: "hash".into(),
+    });
+    fixture()
+        .given(with_admin_key)
+        .when(cmd(TenantCommand::RevokeApiKey {
+            by: Actor::Member(ANALYST),
+            key_id: ApiKeyId::from_u128(33),
         }))
         .then_expect_error(TenantError::Forbidden(
             "only an owner or admin can revoke others' keys".into(),
         ));
+}
+
+#[test]
+fn only_the_owner_revokes_the_owners_keys() {
+    for by in [ADMIN, ANALYST] {
+        fixture()
+            .given(team())
+            .when(cmd(TenantCommand::RevokeApiKey {
+                by: Actor::Member(by),
+                key_id: KEY,
+            }))
+            .then_expect_error(TenantError::Forbidden(
+                "only the owner revokes the owner's API keys".into(),
+            ));
+    }
+    // The platform admin acts by impersonating the owner (recorded as such).
     fixture()
         .given(team())
         .when(cmd(TenantCommand::RevokeApiKey {
-            by: Actor::Member(ADMIN),
+            by: Actor::Member(OWNER),
             key_id: KEY,
         }))
         .then_expect_events(vec![TenantEvent::ApiKeyRevoked { key_id: KEY }]);
