@@ -34,6 +34,8 @@ pub struct Member {
     pub role: Role,
     pub key_id: Option<ApiKeyId>,
     pub impersonated_by: Option<String>,
+    /// The tenant is suspended: its members read but do not write.
+    pub tenant_suspended: bool,
 }
 
 /// Where a request came from, for event metadata and the audit trail.
@@ -77,7 +79,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// The principal the suspension layer already authenticated, if it did.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         Self::authenticate(&parts.headers, state).await
     }
 }
@@ -112,6 +118,7 @@ impl Principal {
             role: Role::parse(&holder.role).map_err(|e| ApiError::Internal(e.into()))?,
             key_id: Some(key_id),
             impersonated_by: None,
+            tenant_suspended: holder.tenant_status == "suspended",
         }))
     }
 
@@ -150,6 +157,8 @@ impl Principal {
                     role: Role::parse(&role).map_err(|e| ApiError::Internal(e.into()))?,
                     key_id: None,
                     impersonated_by: Some("platform-admin".into()),
+                    // The platform admin still acts in a suspended tenant.
+                    tenant_suspended: false,
                 })
             }
         }

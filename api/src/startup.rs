@@ -12,7 +12,7 @@ use crate::routes::{
 };
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{idempotency, input, openapi};
+use crate::{idempotency, input, openapi, suspension};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -415,6 +415,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), suspension::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), input::layer))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -18,4 +18,5 @@ mod openapi;
 mod read_models;
 mod replay;
 mod stripe_fakes;
+mod suspension;
 mod tenants;

@@ -11,7 +11,9 @@ use crate::services::billing::BillingService;
 use chrono::{DateTime, Duration, Utc};
 use coverwatch_domain::clock::Clock;
 use coverwatch_domain::ids::{ApiKeyId, InvitationId, MemberId, TenantId};
-use coverwatch_domain::tenant::{Actor, NewApiKey, ParentTenant, Tenant, TenantCommand, Versioned};
+use coverwatch_domain::tenant::{
+    Actor, NewApiKey, ParentTenant, Tenant, TenantCommand, TenantError, TenantStatus, Versioned,
+};
 use coverwatch_domain::values::{Email, Label, Name, Role, Slug};
 use std::sync::Arc;
 
@@ -96,11 +98,18 @@ impl TenantService {
         self.commands.load(tenant_id).await
     }
 
-    /// The parent a child tenant is created under, with its ancestry.
+    /// The parent a child tenant is created under, with its ancestry. A
+    /// suspended parent creates no children (suspension stops its writes).
     pub async fn parent(&self, parent_id: TenantId) -> Result<ParentTenant, CommandError> {
+        let parent = self.load(parent_id).await?;
+        match parent.status {
+            TenantStatus::Suspended => return Err(TenantError::Suspended.into()),
+            TenantStatus::Deleted => return Err(TenantError::NotFound.into()),
+            TenantStatus::Active => {}
+        }
         Ok(ParentTenant {
             id: parent_id,
-            hierarchy_path: self.load(parent_id).await?.hierarchy_path,
+            hierarchy_path: parent.hierarchy_path,
         })
     }
 
