@@ -70,6 +70,13 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Per-tenant API rate limits of the plan (requests per minute).
     pub rate_limits: bool,
+    /// `GET /metrics` on the API listener answers a bearer of this token (or
+    /// of the admin token) only.
+    pub metrics_token: Option<SecretString>,
+    /// A separate listener (e.g. `127.0.0.1:9100`, internal only) serving
+    /// `/metrics`, `/healthz` and `/readyz` without credentials; it runs in
+    /// every process kind, the subscribers-only one too.
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -82,6 +89,8 @@ impl Default for HttpSettings {
             consistency_wait_ms: 5_000,
             public_url: "http://127.0.0.1:8080".into(),
             rate_limits: true,
+            metrics_token: None,
+            metrics_bind: None,
         }
     }
 }
@@ -272,6 +281,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("COVERWATCH_CONSISTENCY_WAIT_MS", "http.consistency_wait_ms"),
     ("COVERWATCH_PUBLIC_URL", "http.public_url"),
     ("COVERWATCH_RATE_LIMITS", "http.rate_limits"),
+    ("COVERWATCH_METRICS_TOKEN", "http.metrics_token"),
+    ("COVERWATCH_METRICS_BIND", "http.metrics_bind"),
     ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),
     ("COVERWATCH_SETTLE_INTERVAL_MS", "subscribers.settle_interval_ms"),
     ("COVERWATCH_LOCAL_DIR", "local.dir"),

@@ -48,6 +48,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 pub struct Application {
     port: u16,
+    /// The internal listener of `/metrics`, `/healthz` and `/readyz`, when
+    /// `http.metrics_bind` is set.
+    metrics: Option<(TcpListener, Router)>,
     publisher: Option<Arc<coverwatch_projections::kafka::PublisherMetrics>>,
     listener: Option<TcpListener>,
     router: Router,
@@ -212,6 +215,7 @@ impl Application {
             clock,
             signer,
             publisher: publisher_metrics.clone(),
+            checkpoints: Arc::default(),
         };
         let listener = if settings.http.enabled {
             Some(
@@ -226,8 +230,18 @@ impl Application {
             Some(listener) => listener.local_addr()?.port(),
             None => 0,
         };
+        let metrics = match &settings.http.metrics_bind {
+            Some(bind) => Some((
+                TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {bind}"))?,
+                internal_router(state.clone()),
+            )),
+            None => None,
+        };
         Ok(Self {
             port,
+            metrics,
             publisher: publisher_metrics,
             listener,
             router: router(state),
@@ -241,6 +255,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The internal metrics listener's port, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+            .map(|address| address.port())
     }
 
     /// The Kafka publisher's counters, when it runs in this process.
@@ -270,6 +292,19 @@ impl Application {
                 self.settle_interval,
                 self.shutdown.subscribe(),
             ));
+        }
+        if let Some((listener, router)) = self.metrics {
+            let mut stop = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(error = %error, "the metrics listener stopped");
+                }
+            });
         }
         if let Some(listener) = self.listener {
             let mut stop = self.shutdown.subscribe();
@@ -323,6 +358,22 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `/metrics`, `/healthz` and `/readyz` without credentials, for an
+/// internal listener (the cluster's network reaches it, clients do not).
+fn internal_router(state: AppState) -> Router {
+    use axum::extract::State;
+    use axum::routing::get;
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { metrics::exposition(&state).await }),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

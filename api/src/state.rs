@@ -10,6 +10,7 @@ use coverwatch_commands::workflows::{ConnectMembers, DiscoveryWorkflow};
 use coverwatch_commands::{Committed, ReadModels};
 use coverwatch_domain::clock::Clock;
 use coverwatch_domain::plans::PlanCatalog;
+use coverwatch_projections::runtime::CheckpointStatus;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -33,6 +34,31 @@ pub struct AppState {
     pub signer: coverwatch_projections::signing::AuditSigner,
     /// The Kafka publisher's counters, when it runs in this process.
     pub publisher: Option<Arc<coverwatch_projections::kafka::PublisherMetrics>>,
+    /// Subscriber checkpoints and lag, read at most once a second however
+    /// often probes and scrapers ask.
+    pub checkpoints: Arc<CheckpointCache>,
+}
+
+/// The last read of the subscribers' checkpoints and when it was made.
+#[derive(Default)]
+pub struct CheckpointCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<CheckpointStatus>)>>,
+}
+
+impl CheckpointCache {
+    const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub async fn read(&self, pool: &PgPool) -> sqlx::Result<Vec<CheckpointStatus>> {
+        let mut last = self.last.lock().await;
+        if let Some((at, rows)) = last.as_ref()
+            && at.elapsed() < Self::FRESH_FOR
+        {
+            return Ok(rows.clone());
+        }
+        let rows = coverwatch_projections::runtime::checkpoints(pool).await?;
+        *last = Some((std::time::Instant::now(), rows.clone()));
+        Ok(rows)
+    }
 }
 
 impl AppState {

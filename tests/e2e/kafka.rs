@@ -307,7 +307,7 @@ async fn every_event_reaches_kafka_once_per_id_in_order_with_cloudevents_headers
     assert_eq!(ids.len(), events.len());
 
     let metrics = app
-        .request(reqwest::Method::GET, "/metrics", None)
+        .request(reqwest::Method::GET, "/metrics", Some(crate::helpers::ADMIN_TOKEN))
         .send()
         .await
         .unwrap()
@@ -344,7 +344,7 @@ async fn commands_keep_succeeding_through_a_broker_outage_and_nothing_is_lost() 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = app
-            .request(reqwest::Method::GET, "/metrics", None)
+            .request(reqwest::Method::GET, "/metrics", Some(crate::helpers::ADMIN_TOKEN))
             .send()
             .await
             .unwrap()
@@ -490,7 +490,7 @@ async fn an_oversized_event_is_published_as_a_notice_and_blocks_nothing() {
             .unwrap();
     assert!(reason.contains("8000"));
     let metrics = app
-        .request(reqwest::Method::GET, "/metrics", None)
+        .request(reqwest::Method::GET, "/metrics", Some(crate::helpers::ADMIN_TOKEN))
         .send()
         .await
         .unwrap()

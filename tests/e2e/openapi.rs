@@ -179,3 +179,84 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         "no Kafka publisher without brokers"
     );
 }
+
+/// `/metrics` answers only a bearer of the metrics (or admin) token on the
+/// API listener, and without credentials on the internal listener, which
+/// also serves the probes; lag is counted up to a bound, never by scanning
+/// the log.
+#[tokio::test]
+async fn metrics_need_a_token_or_the_internal_listener_and_lag_is_bounded() {
+    let database_url = crate::helpers::fresh_database().await;
+    let mut settings = crate::helpers::test_settings(&database_url);
+    settings.http.metrics_token = Some("scrape-token".to_owned().into());
+    settings.http.metrics_bind = Some("127.0.0.1:0".into());
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let application = coverwatch_api::Application::build_with(
+        settings,
+        pool.clone(),
+        std::sync::Arc::new(coverwatch_domain::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let (port, internal) = (application.port(), application.metrics_port().unwrap());
+    tokio::spawn(application.run_until_stopped());
+    let http = reqwest::Client::new();
+    let get = |url: String, token: Option<&'static str>| {
+        let request = http.get(url);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let api = format!("http://127.0.0.1:{port}/metrics");
+    assert_eq!(get(api.clone(), None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(api.clone(), Some("wrong")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(api.clone(), Some("scrape-token")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(api, Some(crate::helpers::ADMIN_TOKEN)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let scraped = get(format!("http://127.0.0.1:{internal}/metrics"), None).await.unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(scraped.text().await.unwrap().contains("coverwatch_subscriber_position"));
+    let probe = get(format!("http://127.0.0.1:{internal}/readyz"), None).await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK);
+
+    // A subscriber far behind: its lag is counted up to 10,000.
+    sqlx::query("INSERT INTO subscriber_checkpoints (name, position) VALUES ('stalled', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'probe', 'p', n, 'Probed', '1.0', '{}'::json,
+                json_build_object('tenant_id', '00000000-0000-0000-0000-000000000000', 'actor', 'system',
+                                  'request_id', 'r', 'correlation_id', 'c', 'causation_id', 'c')
+           FROM generate_series(1, 10050) n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let ready: serde_json::Value = get(format!("http://127.0.0.1:{port}/readyz"), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stalled = ready["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stalled")
+        .unwrap()
+        .clone();
+    assert_eq!(stalled["lag_events"], 10_000, "{stalled}");
+}

@@ -17,6 +17,7 @@ pub struct Health {
 pub struct SubscriberLag {
     pub name: String,
     pub position: i64,
+    /// Events after its checkpoint, counted up to 10,000.
     pub lag_events: i64,
 }
 
@@ -37,7 +38,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Readiness>)> {
-    let rows = coverwatch_projections::runtime::checkpoints(&state.pool).await;
+    let rows = state.checkpoints.read(&state.pool).await;
     Ok(match rows {
         Ok(rows) => (
             StatusCode::OK,

@@ -1,12 +1,16 @@
 //! `GET /metrics`: Prometheus text format. Every subscriber's position, lag
-//! (events and seconds) and events processed, from the checkpoints; the Kafka
-//! publisher's counters when it runs in this process.
+//! (events, counted up to 10,000, and seconds) and events processed, from
+//! the checkpoints (read at most once a second); the Kafka publisher's
+//! counters when it runs in this process. On the API listener it answers a
+//! bearer of the metrics (or admin) token only; `http.metrics_bind` serves
+//! it on an internal listener without credentials.
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -25,10 +29,30 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let rows = coverwatch_projections::runtime::checkpoints(&state.pool).await?;
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("admin_token" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, body = crate::error::Problem)))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let allowed = [&state.settings.http.metrics_token, &state.settings.http.admin_token]
+        .into_iter()
+        .flatten()
+        .any(|token| {
+            presented.is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), token.expose_secret().as_bytes()))
+        });
+    if !allowed {
+        return Err(ApiError::Unauthorized);
+    }
+    exposition(&state).await
+}
+
+/// The metrics text, for whoever may read it.
+pub async fn exposition(state: &AppState) -> ApiResult<Response> {
+    let rows = state.checkpoints.read(&state.pool).await?;
     let mut out = String::new();
     let series: [Series; 4] = [
         (
