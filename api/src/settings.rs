@@ -14,6 +14,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Production: no embedded defaults. The server refuses to start without
+    /// a configured database URL, audit signing key and AWS principal (every
+    /// replica must sign with the same key, and never use a throwaway
+    /// cluster or the placeholder principal).
+    #[serde(default)]
+    pub production: bool,
     #[serde(default)]
     pub database: DatabaseSettings,
     #[serde(default)]
@@ -220,11 +226,14 @@ pub struct AwsSettings {
     pub requests_per_second: f64,
 }
 
+/// The principal the embedded default trusts: a placeholder for local use.
+pub const PLACEHOLDER_AWS_PRINCIPAL: &str = "arn:aws:iam::000000000000:root";
+
 impl Default for AwsSettings {
     fn default() -> Self {
         Self {
             // A placeholder for local use; production sets its own account.
-            principal_arn: "arn:aws:iam::000000000000:root".into(),
+            principal_arn: PLACEHOLDER_AWS_PRINCIPAL.into(),
             endpoint_url: None,
             region: "us-east-1".into(),
             access_key_id: None,
@@ -272,6 +281,7 @@ impl Default for LogSettings {
 
 /// Every environment variable and the setting it sets.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("COVERWATCH_PRODUCTION", "production"),
     ("DATABASE_URL", "database.url"),
     ("COVERWATCH_DATABASE_URL", "database.url"),
     ("COVERWATCH_DATABASE_POOL_SIZE", "database.pool_size"),
@@ -340,6 +350,38 @@ impl Settings {
             .context("invalid settings")
     }
 
+    /// In production, what is missing (nothing otherwise): every setting the
+    /// embedded default would otherwise invent.
+    pub fn missing_for_production(&self) -> Vec<&'static str> {
+        use secrecy::ExposeSecret;
+        if !self.production {
+            return vec![];
+        }
+        let mut missing = vec![];
+        if self
+            .database
+            .url
+            .as_ref()
+            .is_none_or(|url| url.expose_secret().trim().is_empty())
+        {
+            missing.push("database.url (DATABASE_URL): production never provisions a local cluster");
+        }
+        if self
+            .audit
+            .signing_key
+            .as_ref()
+            .is_none_or(|key| key.expose_secret().trim().is_empty())
+        {
+            missing.push(
+                "audit.signing_key (COVERWATCH_AUDIT_SIGNING_KEY): every replica must sign with the same configured key",
+            );
+        }
+        if self.aws.principal_arn.trim().is_empty() || self.aws.principal_arn == PLACEHOLDER_AWS_PRINCIPAL {
+            missing.push("aws.principal_arn (COVERWATCH_AWS_PRINCIPAL_ARN): tenants' roles must trust Coverwatch's own principal");
+        }
+        missing
+    }
+
     /// Defaults only (tests and the benchmarks fill in what they need).
     pub fn defaults() -> Self {
         serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
@@ -351,6 +393,9 @@ impl Settings {
         use secrecy::ExposeSecret;
         match &self.audit.signing_key {
             Some(key) => AuditSigner::from_hex(key.expose_secret()),
+            None if self.production => {
+                anyhow::bail!("production needs audit.signing_key (COVERWATCH_AUDIT_SIGNING_KEY)")
+            }
             None => {
                 let path = self.local.dir.join("audit-signing.key");
                 tracing::warn!(path = %path.display(), "no COVERWATCH_AUDIT_SIGNING_KEY: using a key kept on local disk");
@@ -454,7 +499,6 @@ mod tests {
     #[test]
     fn every_variable_names_a_setting_that_exists() {
         for (variable, key) in ENVIRONMENT {
-            let (section, field) = key.split_once('.').expect("section.field");
             let accepted = [
                 serde_json::json!("1"),
                 serde_json::json!(1),
@@ -463,7 +507,10 @@ mod tests {
             ]
             .into_iter()
             .any(|sample| {
-                let value = serde_json::json!({ section: { field: sample } });
+                let value = match key.split_once('.') {
+                    Some((section, field)) => serde_json::json!({ section: { field: sample } }),
+                    None => serde_json::json!({ *key: sample }),
+                };
                 serde_json::from_value::<Settings>(value).is_ok()
             });
             assert!(accepted, "{variable} sets {key}, which is not a setting");

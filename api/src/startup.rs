@@ -61,10 +61,23 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
 }
 
+/// Production starts only with everything it must not invent.
+fn refuse_incomplete_production(settings: &Settings) -> anyhow::Result<()> {
+    let missing = settings.missing_for_production();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to start in production without:\n  - {}",
+        missing.join("\n  - ")
+    )
+}
+
 /// The database URL: the configured one, else the provisioned local cluster.
 pub async fn database_url(settings: &Settings) -> anyhow::Result<SecretString> {
     match &settings.database.url {
         Some(url) => Ok(url.clone()),
+        None if settings.production => anyhow::bail!("production needs database.url (DATABASE_URL)"),
         None => Ok(LocalPostgres::new(&settings.local.dir, settings.local.port)?
             .ensure_running()
             .await?
@@ -96,6 +109,7 @@ struct Aggregates {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        refuse_incomplete_production(&settings)?;
         let url = database_url(&settings).await?;
         let pool = connect(&url, settings.database.pool_size).await?;
         migrate(&pool).await?;
@@ -104,6 +118,7 @@ impl Application {
 
     /// Build on an existing pool with a given clock (tests control time).
     pub async fn build_with(settings: Settings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        refuse_incomplete_production(&settings)?;
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let signer = settings.audit_signer()?;

@@ -364,3 +364,35 @@ async fn a_suspended_tenant_reads_but_does_not_write() {
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert_eq!(rest["next_cursor"], serde_json::Value::Null);
 }
+
+/// In production nothing is invented: without a database URL, an audit
+/// signing key and Coverwatch's AWS principal the server does not start
+/// (each replica would sign with its own key, or trust a placeholder).
+#[tokio::test]
+async fn production_refuses_to_start_without_its_own_key_database_and_principal() {
+    let mut settings = coverwatch_api::Settings::defaults();
+    settings.production = true;
+    let error = coverwatch_api::Application::build(settings.clone())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    for missing in ["database.url", "audit.signing_key", "aws.principal_arn"] {
+        assert!(error.contains(missing), "{missing} is named: {error}");
+    }
+    // Configured, it starts (on a fresh database).
+    let database_url = crate::helpers::fresh_database().await;
+    settings.database.url = Some(database_url.clone().into());
+    settings.audit.signing_key = Some(crate::helpers::SIGNING_KEY.to_owned().into());
+    settings.aws.principal_arn = "arn:aws:iam::111122223333:role/Coverwatch".into();
+    settings.http.bind = "127.0.0.1:0".into();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let application = coverwatch_api::Application::build_with(
+        settings,
+        pool,
+        std::sync::Arc::new(coverwatch_domain::clock::SystemClock),
+    )
+    .await
+    .expect("a complete production configuration starts");
+    assert!(application.port() > 0);
+}
