@@ -209,6 +209,7 @@ impl Application {
             discovery: Arc::new(DiscoveryWorkflow {
                 aws: aws.clone(),
                 organizations: aggregates.cloud_organizations.clone(),
+                accounts: aggregates.cloud_accounts.clone(),
                 billing: billing.clone(),
                 catalog: catalog.clone(),
                 pool: pool.clone(),

@@ -843,3 +843,130 @@ async fn a_role_in_another_organization_reads_nothing_and_is_an_error() {
     assert_eq!(detail["members"], 0);
     assert_eq!(detail["sources"], json!([]));
 }
+
+/// An account removed from the AWS organization, or closed (AWS lists it as
+/// SUSPENDED), leaves the organization's coverage when discovery sees it:
+/// it is disconnected (no longer counted in union, minimum, inherited
+/// detections or the plan), stays listed, and the tenant may keep it as a
+/// standalone account by connecting it again.
+#[tokio::test]
+async fn accounts_that_leave_or_close_leave_the_organizations_coverage() {
+    let moto = Moto::start().await;
+    let aws = moto.client();
+    let built = build_organization(&aws).await;
+    let (app, tenant, base) = registered(&moto.url, &built.org_id).await;
+    app.set_overrides(&tenant, json!({"max_accounts": "unlimited"})).await;
+    let org = base.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+    let connected = expect_status(
+        app.post(
+            &format!("{base}/members/connect"),
+            &tenant.key,
+            json!({"all_active": true}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    // The four member accounts and the management account.
+    assert_eq!(connected["results"].as_array().unwrap().len(), 5, "{connected}");
+    expect_status(
+        app.post(
+            &format!("/v1/tenants/{}/detections", tenant.id),
+            &tenant.key,
+            json!({"name": "everywhere", "source": "custom", "techniques": [{"id": "T1530", "confidence": 0.9}],
+                   "scope": {"type": "organization", "organization_id": org, "accounts": "all"}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let coverage = format!("/v1/tenants/{}/coverage/organizations/{org}", tenant.id);
+    let accounts_in = |body: &Value| -> Vec<String> {
+        body["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["account_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = expect_status(app.get(&coverage, &tenant.key).await, StatusCode::OK).await;
+    assert_eq!(accounts_in(&before).len(), 5);
+
+    let (left, closed) = (built.accounts["api-1"].clone(), built.accounts["web-1"].clone());
+    aws.remove_account_from_organization()
+        .account_id(&left)
+        .send()
+        .await
+        .unwrap();
+    aws.close_account().account_id(&closed).send().await.unwrap();
+    assert_eq!(discover(&app, &tenant, &org).await["status"], "done");
+
+    let after = expect_status(app.get(&coverage, &tenant.key).await, StatusCode::OK).await;
+    let mut expected = vec![
+        "123456789012".to_owned(),
+        built.accounts["api-2"].clone(),
+        built.accounts["sandbox-1"].clone(),
+    ];
+    expected.sort();
+    assert_eq!(accounts_in(&after), expected, "{after}");
+    assert_eq!(after["minimum"]["covered"], 1, "the accounts left all inherit it");
+    for gone in [&left, &closed] {
+        let read = app
+            .get(
+                &format!("/v1/tenants/{}/coverage/accounts/{gone}", tenant.id),
+                &tenant.key,
+            )
+            .await;
+        assert_eq!(read.status(), StatusCode::NOT_FOUND, "{gone} no longer counts");
+    }
+    let listed = expect_status(
+        app.get(
+            &format!("/v1/tenants/{}/cloud-accounts?status=disconnected", tenant.id),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut disconnected: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap().to_owned())
+        .collect();
+    disconnected.sort();
+    let mut departed = vec![left.clone(), closed.clone()];
+    departed.sort();
+    assert_eq!(disconnected, departed);
+    let usage = expect_status(
+        app.get(&format!("/v1/tenants/{}/usage", tenant.id), &tenant.key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(usage["metrics"]["cloud_accounts"]["used"], 3);
+
+    // The tenant keeps the account that left, by choice, as a standalone one.
+    expect_status(
+        app.post(
+            &format!("/v1/tenants/{}/cloud-accounts", tenant.id),
+            &tenant.key,
+            json!({"account_id": left, "region": "us-east-1", "environment": "production",
+                   "role_arn": format!("arn:aws:iam::{left}:role/CoverwatchAudit")}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let standalone = expect_status(
+        app.get(
+            &format!("/v1/tenants/{}/coverage/accounts/{left}", tenant.id),
+            &tenant.key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(standalone["organization_id"], Value::Null);
+    assert_eq!(standalone["org_techniques"], json!([]), "it inherits nothing any more");
+}

@@ -1,17 +1,24 @@
 //! Discovery runs: read an organization with the AWS SDK in the background,
 //! record what was found as one command on the CloudOrganization aggregate,
-//! and keep the run's progress row (`discovery_runs`, owned here) current
-//! for `GET .../discover/{run_id}`. Commands do not wait for it: starting a
-//! run answers at once with its id.
+//! then disconnect the tenant's accounts that left the organization (no
+//! longer listed, or closed: AWS lists a closed account as SUSPENDED), so
+//! they stop counting in its coverage; and keep the run's progress row
+//! (`discovery_runs`, owned here) current for `GET .../discover/{run_id}`.
+//! The departures are reconciled against both aggregates' state after every
+//! run, so a run that crashed before disconnecting is completed by the next.
+//! Commands do not wait for it: starting a run answers at once with its id.
 
 use crate::adapters::aws::{Discovery, DiscoveryProgress};
 use crate::consistency::ReadModels;
 use crate::error::CommandError;
-use crate::executor::{CloudOrganizationCommands, RETRIES};
+use crate::executor::{CloudAccountsCommands, CloudOrganizationCommands, Committed, RETRIES};
 use crate::metadata::CommandMetadata;
 use crate::services::BillingService;
 use chrono::{DateTime, Utc};
-use coverwatch_domain::cloud::{CloudOrganizationCommand, OrganizationStatus};
+use coverwatch_domain::cloud::{
+    AccountSource, AccountStatus, CloudAccountsCommand, CloudAccountsError, CloudOrganizationCommand,
+    OrganizationStatus,
+};
 use coverwatch_domain::ids::{OrganizationId, RunId, TenantId};
 use coverwatch_domain::plans::PlanCatalog;
 use sqlx::PgPool;
@@ -23,6 +30,7 @@ use std::time::Duration;
 pub struct DiscoveryWorkflow {
     pub aws: Discovery,
     pub organizations: Arc<CloudOrganizationCommands>,
+    pub accounts: Arc<CloudAccountsCommands>,
     pub billing: Arc<BillingService>,
     pub catalog: Arc<PlanCatalog>,
     pub pool: PgPool,
@@ -31,6 +39,7 @@ pub struct DiscoveryWorkflow {
 
 /// The organization a run reads, and how it gets in.
 struct Target {
+    tenant_id: TenantId,
     organization_id: OrganizationId,
     role_arn: String,
     external_id: String,
@@ -77,6 +86,7 @@ impl DiscoveryWorkflow {
         .execute(&self.pool)
         .await?;
         let target = Target {
+            tenant_id,
             organization_id,
             role_arn: row.role_arn,
             external_id: row.external_id,
@@ -116,7 +126,18 @@ impl DiscoveryWorkflow {
             .await
         {
             Ok(committed) => {
-                self.read_models.settle(committed).await;
+                let last = match self
+                    .disconnect_departures(target.tenant_id, target.organization_id, run_id)
+                    .await
+                {
+                    Ok(Some(disconnected)) => disconnected,
+                    Ok(None) => committed,
+                    Err(error) => {
+                        tracing::error!(error = ?error, %run_id, "disconnecting departed accounts failed (the next run retries)");
+                        committed
+                    }
+                };
+                self.read_models.settle(last).await;
                 match outcome {
                     OrganizationStatus::Connected => "done",
                     OrganizationStatus::Partial => "partial",
@@ -136,6 +157,58 @@ impl DiscoveryWorkflow {
         if let Err(error) = self.report(run_id, &progress, Some(status)).await {
             tracing::error!(error = ?error, %run_id, "updating a discovery run failed");
         }
+    }
+
+    /// Disconnects the tenant's accounts connected from this organization
+    /// that it no longer lists, or lists as closed (not ACTIVE): they leave
+    /// its coverage (union, minimum, inherited detections) and the plan's
+    /// count; they stay listed as disconnected, and the tenant may connect
+    /// one again as a standalone account. Returns the last commit, if any.
+    async fn disconnect_departures(
+        &self,
+        tenant_id: TenantId,
+        organization_id: OrganizationId,
+        run_id: RunId,
+    ) -> Result<Option<Committed>, CommandError> {
+        let organization = self.organizations.load(organization_id).await?;
+        let accounts = self.accounts.load(tenant_id).await?;
+        let metadata = CommandMetadata {
+            causation_id: run_id.to_string(),
+            ..CommandMetadata::system(tenant_id)
+        };
+        let mut last = None;
+        for (account_id, state) in &accounts.accounts {
+            let from_here = state.account.source == AccountSource::Organization(organization_id);
+            let departed = organization
+                .accounts
+                .get(account_id.as_str())
+                .is_none_or(|member| !member.connectable());
+            if state.status != AccountStatus::Connected || !from_here || !departed {
+                continue;
+            }
+            tracing::info!(%account_id, %organization_id, "the account left the organization: disconnecting it");
+            let disconnect = CloudAccountsCommand::Disconnect {
+                account_id: account_id.clone(),
+            };
+            let committed = match self
+                .accounts
+                .execute_retrying(tenant_id, (tenant_id, disconnect), &metadata, RETRIES)
+                .await
+            {
+                // Disconnected meanwhile by someone else: nothing left to do.
+                Err(CommandError::CloudAccounts(CloudAccountsError::Conflict(_))) => continue,
+                other => other?,
+            };
+            let deselect = CloudOrganizationCommand::RecordMemberDisconnected {
+                account_id: account_id.as_str().to_owned(),
+            };
+            let deselected = self
+                .organizations
+                .execute_retrying(organization_id, deselect, &metadata, RETRIES)
+                .await?;
+            last = Some(if deselected.position > 0 { deselected } else { committed });
+        }
+        Ok(last)
     }
 
     async fn report(&self, run_id: RunId, progress: &DiscoveryProgress, finished: Option<&str>) -> sqlx::Result<()> {
