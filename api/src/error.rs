@@ -95,6 +95,11 @@ pub enum ApiError {
     Upstream(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// Not an error: the write is committed, but the read models have not
+    /// shown it within the wait. 202 with the resource's `Location` (and the
+    /// commit's position) instead of a stale or missing view.
+    #[error("the change is committed; it shows at {location} as soon as the read models reach position {position}")]
+    Accepted { location: String, position: i64 },
 }
 
 impl ApiError {
@@ -123,6 +128,7 @@ impl ApiError {
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::Upstream(_) => (S::BAD_GATEWAY, "upstream", "Upstream service failed"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            Self::Accepted { .. } => (S::ACCEPTED, "accepted", "Accepted"),
         }
     }
 
@@ -249,8 +255,34 @@ impl From<coverwatch_commands::services::billing::BillingError> for ApiError {
     }
 }
 
+/// What a 202 for a committed write says.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedWrite {
+    /// `accepted`.
+    pub status: &'static str,
+    pub detail: String,
+    /// Where the resource will show (also the `Location` header).
+    pub location: String,
+    /// The commit's position in the log: the read models show the change
+    /// once their checkpoint (`GET /readyz`) reaches it.
+    pub position: i64,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Accepted { location, position } = &self {
+            let body = AcceptedWrite {
+                status: "accepted",
+                detail: self.to_string(),
+                location: location.clone(),
+                position: *position,
+            };
+            let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+            if let Ok(value) = HeaderValue::from_str(location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
         let (status, kind, title) = self.parts();
         let detail = match &self {
             Self::Internal(error) => {

@@ -443,6 +443,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(billing::usage))
         .routes(routes!(billing::stripe_webhook))
         .routes(routes!(cloud_accounts::connect_account, cloud_accounts::list_accounts))
+        .routes(routes!(cloud_accounts::get_account))
         .routes(routes!(cloud_accounts::disconnect_account))
         .routes(routes!(
             cloud_organizations::register_organization,

@@ -1,6 +1,7 @@
 //! What every handler shares: the application services, the workflows the
 //! API starts, the read models' pool for queries, and the wait for them.
 
+use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::RateLimiter;
 use crate::settings::Settings;
 use coverwatch_commands::services::{
@@ -64,7 +65,24 @@ impl CheckpointCache {
 impl AppState {
     /// Read-your-writes: wait until the read models show a commit, so the
     /// caller's next query sees it (bounded by `http.consistency_wait_ms`).
+    /// For commands whose answer does not come from a read model.
     pub async fn settle(&self, committed: Committed) {
         self.read_models.settle(committed).await;
+    }
+
+    /// The same, for a command whose answer is read back from a read model:
+    /// when the read models have not shown the commit in time (a long
+    /// transaction elsewhere holds the horizon), the write is still
+    /// committed, so the answer is 202 with the resource's `Location` to
+    /// poll, never an error or a stale view.
+    pub async fn settle_or_accepted(&self, committed: Committed, location: impl Into<String>) -> ApiResult<()> {
+        if self.read_models.settle(committed).await {
+            Ok(())
+        } else {
+            Err(ApiError::Accepted {
+                location: location.into(),
+                position: committed.position,
+            })
+        }
     }
 }

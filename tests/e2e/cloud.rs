@@ -1,9 +1,12 @@
 //! Cloud accounts and organizations against the plan: the account limit and
 //! organization features, decided by the aggregates, under concurrency.
 
-use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app};
+use crate::helpers::{TestApp, TestTenant, expect_status, spawn_app, spawn_app_with};
+use coverwatch_domain::clock::SystemClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
+use std::sync::Arc;
 
 fn account(id: &str, environment: &str) -> Value {
     json!({
@@ -227,4 +230,70 @@ async fn bad_account_input_is_refused_field_by_field_and_writes_nothing() {
     // The tier lacks organization features: that answer comes first.
     expect_status(org, StatusCode::FORBIDDEN).await;
     assert_eq!(app.event_count().await, before);
+}
+
+/// A committed write never answers as if it failed: when the read models
+/// lag past the wait (a long transaction elsewhere holds the visibility
+/// horizon), the answer is 202 with the resource's `Location`, which shows
+/// it once the horizon moves on.
+#[tokio::test]
+async fn a_committed_write_behind_a_held_horizon_answers_202_with_its_location() {
+    let app = spawn_app_with(Arc::new(SystemClock), |settings| {
+        settings.http.consistency_wait_ms = 300
+    })
+    .await;
+    let tenant = app.create_tenant("horizon").await;
+    app.set_overrides(&tenant, json!({"org_features": true, "max_accounts": 5}))
+        .await;
+    // A transaction with an id, held open: nothing after it is visible.
+    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+
+    let before = app.event_count().await;
+    let registered = app
+        .post(
+            &format!("/v1/tenants/{}/cloud-organizations", tenant.id),
+            &tenant.key,
+            json!({"provider": "aws", "organization_id": "o-horizon123", "management_account_id": "123456789012",
+                   "role_arn": "arn:aws:iam::123456789012:role/CoverwatchAudit", "name": "Held"}),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::ACCEPTED);
+    let location = registered.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = registered.json().await.unwrap();
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["location"], location.as_str());
+    assert!(body["position"].as_i64().unwrap() > 0);
+    let connected = app
+        .post(
+            &format!("/v1/tenants/{}/cloud-accounts", tenant.id),
+            &tenant.key,
+            json!({"account_id": "333344445555", "region": "us-east-1", "environment": "production",
+                   "role_arn": "arn:aws:iam::333344445555:role/CoverwatchAudit"}),
+        )
+        .await;
+    assert_eq!(connected.status(), StatusCode::ACCEPTED);
+    let account_location = connected.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(app.event_count().await, before + 2, "both writes are committed");
+
+    held.rollback().await.unwrap();
+    // A client polls the Location until it shows.
+    let poll = async |location: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let response = app.get(location, &tenant.key).await;
+            if response.status() == StatusCode::OK {
+                return response.json::<Value>().await.unwrap();
+            }
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{location}");
+            assert!(std::time::Instant::now() < deadline, "{location} never showed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(poll(&location).await["name"], "Held");
+    assert_eq!(poll(&account_location).await["status"], "connected");
 }

@@ -93,6 +93,7 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
         ("delete", "/v1/tenants/{tenant_id}/detections/{detection_id}"),
         ("post", "/v1/tenants/{tenant_id}/detections/{detection_id}/disable"),
         ("post", "/v1/tenants/{tenant_id}/detections/{detection_id}/enable"),
+        ("get", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}"),
         ("get", "/v1/tenants/{tenant_id}/coverage/accounts/{account_id}"),
         (
             "get",

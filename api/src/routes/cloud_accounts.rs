@@ -68,6 +68,26 @@ impl From<CloudAccountRow> for CloudAccountView {
     }
 }
 
+/// Where an account of the tenant is read.
+pub(super) fn account_location(tenant_id: TenantId, account_id: &str) -> String {
+    format!("/v1/tenants/{tenant_id}/cloud-accounts/{account_id}")
+}
+
+/// One cloud account of the tenant (members).
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}", tag = "cloud",
+    params(("tenant_id" = Uuid, Path), ("account_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = CloudAccountView), (status = 404, body = crate::error::Problem)))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiPath((tenant_id, account_id)): ApiPath<(TenantId, String)>,
+) -> ApiResult<Json<CloudAccountView>> {
+    principal.in_tenant(tenant_id, &state, &headers).await?;
+    let account_id = AwsAccountId::parse(&account_id)?;
+    account_view(&state, tenant_id, account_id.as_str()).await
+}
+
 /// The account as the read model shows it after a command that wrote it.
 pub(super) async fn account_view(
     state: &AppState,
@@ -118,7 +138,9 @@ pub async fn connect_account(
         .cloud_accounts
         .connect(tenant_id, account, &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, account_location(tenant_id, account_id.as_str()))
+        .await?;
     let view = account_view(&state, tenant_id, account_id.as_str()).await?;
     Ok((StatusCode::CREATED, view))
 }
@@ -208,6 +230,8 @@ pub(super) async fn disconnect(
         .cloud_accounts
         .disconnect(tenant_id, account_id.clone(), &member.metadata(info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, account_location(tenant_id, account_id.as_str()))
+        .await?;
     account_view(state, tenant_id, account_id.as_str()).await
 }

@@ -121,7 +121,12 @@ pub async fn register_organization(
         .cloud_organizations
         .register(tenant_id, registration, &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(
+            committed,
+            format!("/v1/tenants/{tenant_id}/cloud-organizations/{organization_id}"),
+        )
+        .await?;
     let view = CloudOrganizationView::from(organization_of(&state, tenant_id, organization_id).await?);
     Ok((StatusCode::CREATED, Json(view)))
 }

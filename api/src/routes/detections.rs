@@ -280,6 +280,10 @@ async fn writer(state: &AppState, principal: Principal, headers: &HeaderMap, ten
     Ok(member)
 }
 
+fn detection_location(tenant_id: TenantId, detection_id: DetectionId) -> String {
+    format!("/v1/tenants/{tenant_id}/detections/{detection_id}")
+}
+
 /// The detection as the read model shows it, with its version as `ETag`.
 async fn respond(
     state: &AppState,
@@ -320,7 +324,9 @@ pub async fn register(
         .detections
         .register(tenant_id, detection, &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, detection_location(tenant_id, detection_id))
+        .await?;
     Ok((StatusCode::CREATED, respond(&state, tenant_id, detection_id).await?))
 }
 
@@ -438,7 +444,9 @@ pub async fn change(
             &member.metadata(&info),
         )
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, detection_location(tenant_id, detection_id))
+        .await?;
     respond(&state, tenant_id, detection_id).await
 }
 
@@ -458,7 +466,9 @@ async fn transition(
         .detections
         .execute(detection_id, command, expected_version, &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, detection_location(tenant_id, detection_id))
+        .await?;
     respond(&state, tenant_id, detection_id).await
 }
 

@@ -208,16 +208,14 @@ pub async fn accept_invitation(
         }
         other => other?,
     };
+    // The key is shown once: the answer never depends on the read models.
     state.settle(joined.committed).await;
-    let role = queries::member(&state.pool, tenant_id, member_id)
-        .await?
-        .map(|m| m.role);
     Ok((
         StatusCode::CREATED,
         Json(AcceptedInvitation {
             tenant_id: tenant_id.into(),
             member_id: member_id.into(),
-            role: role.unwrap_or_default(),
+            role: joined.role.as_str().into(),
             api_key: joined.api_key,
             api_key_id: joined.api_key_id.into(),
         }),

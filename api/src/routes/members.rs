@@ -97,7 +97,12 @@ async fn member_command(
         .tenants
         .execute(member.tenant_id, command, &member.metadata(info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(
+            committed,
+            format!("/v1/tenants/{}/members/{member_id}", member.tenant_id),
+        )
+        .await?;
     let view = load_member(state, member.tenant_id, member_id).await?;
     Ok(([etag(committed.version)], Json(view)))
 }

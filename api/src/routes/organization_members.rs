@@ -319,7 +319,12 @@ pub async fn disconnect_member(
                 .cloud_accounts
                 .deselect(org_id, &account_id, &member.metadata(&info))
                 .await?;
-            state.settle(committed).await;
+            state
+                .settle_or_accepted(
+                    committed,
+                    super::cloud_accounts::account_location(tenant_id, &account_id),
+                )
+                .await?;
         }
         Err(other) => return Err(other),
     }

@@ -274,7 +274,9 @@ pub async fn update_tenant(
         .tenants
         .execute(tenant_id, command, &member.metadata(&info))
         .await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, format!("/v1/tenants/{tenant_id}"))
+        .await?;
     let view = load_view(&state, tenant_id).await?;
     Ok(([etag(view.version)], Json(view)))
 }
@@ -317,7 +319,9 @@ pub async fn admin_command(
 ) -> ApiResult<TenantView> {
     let metadata = anonymous_metadata(tenant_id, "platform-admin", info);
     let committed = state.tenants.execute(tenant_id, command.into(), &metadata).await?;
-    state.settle(committed).await;
+    state
+        .settle_or_accepted(committed, format!("/v1/tenants/{tenant_id}"))
+        .await?;
     load_view(state, tenant_id).await
 }
 

@@ -62,6 +62,8 @@ pub struct Invited {
 pub struct Joined {
     pub tenant_id: TenantId,
     pub member_id: MemberId,
+    /// The role the invitation gave (from the aggregate, not a read model).
+    pub role: Role,
     pub api_key: String,
     pub api_key_id: ApiKeyId,
     pub committed: Committed,
@@ -232,9 +234,17 @@ impl TenantService {
             .commands
             .execute_retrying(tenant_id, command.into(), metadata, RETRIES)
             .await?;
+        let role = self
+            .load(tenant_id)
+            .await?
+            .members
+            .get(&member_id)
+            .map(|member| member.role)
+            .ok_or_else(|| anyhow::anyhow!("an accepted invitation's member is not in the tenant"))?;
         Ok(Joined {
             tenant_id,
             member_id,
+            role,
             api_key: plaintext,
             api_key_id,
             committed,
