@@ -91,6 +91,8 @@ pub enum ApiError {
     PlanFeature { feature: String, required_tier: String },
     #[error("the tenant's API rate limit of {per_minute} requests per minute is exhausted")]
     RateLimited { per_minute: u32, retry_after_secs: u64 },
+    #[error("the tenant already runs {per_tenant} exports or verifications at once; retry when one ends")]
+    TooManyStreams { per_tenant: usize, retry_after_secs: u64 },
     #[error("{0}")]
     Upstream(String),
     #[error(transparent)]
@@ -126,6 +128,7 @@ impl ApiError {
             Self::PlanLimit { .. } => (S::PAYMENT_REQUIRED, "plan-limit", "Plan limit reached"),
             Self::PlanFeature { .. } => (S::FORBIDDEN, "plan-feature", "Not included in the plan"),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            Self::TooManyStreams { .. } => (S::TOO_MANY_REQUESTS, "too-many-streams", "Too many long reads at once"),
             Self::Upstream(_) => (S::BAD_GATEWAY, "upstream", "Upstream service failed"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
             Self::Accepted { .. } => (S::ACCEPTED, "accepted", "Accepted"),
@@ -292,7 +295,9 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let retry_after = match &self {
-            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::RateLimited { retry_after_secs, .. } | Self::TooManyStreams { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         };
         let mut problem = Problem {

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod streaming;
 pub mod suspension;
 pub mod telemetry;
 

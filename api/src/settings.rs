@@ -50,6 +50,9 @@ pub struct DatabaseSettings {
     /// Where the event log lives; without it a local cluster is provisioned.
     pub url: Option<SecretString>,
     pub pool_size: u32,
+    /// Connections for long reads (exports, verification, state as of),
+    /// apart from the pool that serves ordinary requests.
+    pub streaming_pool_size: u32,
 }
 
 impl Default for DatabaseSettings {
@@ -57,6 +60,7 @@ impl Default for DatabaseSettings {
         Self {
             url: None,
             pool_size: 20,
+            streaming_pool_size: 6,
         }
     }
 }
@@ -79,6 +83,13 @@ pub struct HttpSettings {
     /// `GET /metrics` on the API listener answers a bearer of this token (or
     /// of the admin token) only.
     pub metrics_token: Option<SecretString>,
+    /// Long reads (exports, verification, state as of) one tenant may run at
+    /// once (429 beyond).
+    pub streams_per_tenant: u32,
+    /// An export whose client reads nothing for this long is abandoned.
+    pub stream_idle_secs: u64,
+    /// Any long read ends after this long.
+    pub stream_max_secs: u64,
     /// A separate listener (e.g. `127.0.0.1:9100`, internal only) serving
     /// `/metrics`, `/healthz` and `/readyz` without credentials; it runs in
     /// every process kind, the subscribers-only one too.
@@ -97,6 +108,9 @@ impl Default for HttpSettings {
             rate_limits: true,
             metrics_token: None,
             metrics_bind: None,
+            streams_per_tenant: 2,
+            stream_idle_secs: 30,
+            stream_max_secs: 600,
         }
     }
 }
@@ -285,6 +299,13 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("COVERWATCH_DATABASE_URL", "database.url"),
     ("COVERWATCH_DATABASE_POOL_SIZE", "database.pool_size"),
+    (
+        "COVERWATCH_DATABASE_STREAMING_POOL_SIZE",
+        "database.streaming_pool_size",
+    ),
+    ("COVERWATCH_STREAMS_PER_TENANT", "http.streams_per_tenant"),
+    ("COVERWATCH_STREAM_IDLE_SECS", "http.stream_idle_secs"),
+    ("COVERWATCH_STREAM_MAX_SECS", "http.stream_max_secs"),
     ("COVERWATCH_BIND", "http.bind"),
     ("COVERWATCH_ADMIN_TOKEN", "http.admin_token"),
     ("COVERWATCH_MAX_BODY_BYTES", "http.max_body_bytes"),

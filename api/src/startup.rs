@@ -121,6 +121,7 @@ impl Application {
         refuse_incomplete_production(&settings)?;
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
+        let streaming_options = pool.connect_options();
         let signer = settings.audit_signer()?;
         let catalog = Arc::new(settings.plan_catalog()?);
         let stripe = settings.stripe()?;
@@ -232,6 +233,15 @@ impl Application {
             signer,
             publisher: publisher_metrics.clone(),
             checkpoints: Arc::default(),
+            streaming: Arc::new(crate::streaming::Streaming::new(
+                PgPoolOptions::new()
+                    .max_connections(settings.database.streaming_pool_size.max(1))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_lazy_with((*streaming_options).clone()),
+                settings.http.streams_per_tenant as usize,
+                Duration::from_secs(settings.http.stream_idle_secs),
+                Duration::from_secs(settings.http.stream_max_secs),
+            )),
         };
         let listener = if settings.http.enabled {
             Some(

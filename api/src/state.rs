@@ -38,6 +38,8 @@ pub struct AppState {
     /// Subscriber checkpoints and lag, read at most once a second however
     /// often probes and scrapers ask.
     pub checkpoints: Arc<CheckpointCache>,
+    /// Long reads' own pool and per-tenant bound.
+    pub streaming: Arc<crate::streaming::Streaming>,
 }
 
 /// The last read of the subscribers' checkpoints and when it was made.

@@ -216,3 +216,111 @@ fn cells(text: &str) -> Vec<String> {
     cells.push(cell);
     cells
 }
+
+/// Exports opened and never read do not starve anyone else: each tenant
+/// runs at most a few long reads at once (429 beyond), on connections of
+/// their own, so another tenant is served at normal latency meanwhile; an
+/// export whose client stopped reading is abandoned after the idle time.
+#[tokio::test]
+async fn stalled_exports_hold_their_own_connections_and_other_tenants_are_served() {
+    let app = crate::helpers::spawn_app_with(std::sync::Arc::new(coverwatch_domain::clock::SystemClock), |s| {
+        s.http.streams_per_tenant = 2;
+        s.http.stream_idle_secs = 2;
+    })
+    .await;
+    let hoarder = app.create_tenant("hoarder").await;
+    let bystander = app.create_tenant("bystander").await;
+    // A long log (~40 MB as JSON Lines), far more than socket buffers hold,
+    // so an unread export blocks on its client.
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, position, event_id, recorded_at, actor, action, resource_type,
+                                resource_id, request_id, correlation_id, causation_id, summary)
+         SELECT $1, 1000000 + n, gen_random_uuid(), now(), 'member:x', 'ProfileUpdated', 'tenant', $1::text,
+                'req', 'corr', 'cause', repeat('long summary ', 20)
+           FROM generate_series(1, 100000) AS n",
+    )
+    .bind(uuid::Uuid::parse_str(&hoarder.id).unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let export = format!("/v1/tenants/{}/audit-log/export", hoarder.id);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let response = app.get(&export, &hoarder.key).await;
+        match response.status() {
+            StatusCode::OK => held.push(response), // never read
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(response.headers().contains_key("retry-after"));
+                let problem =
+                    crate::helpers::expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "too-many-streams").await;
+                assert!(problem["detail"].as_str().unwrap().contains('2'), "{problem}");
+                refused += 1;
+            }
+            other => panic!("an export answered {other}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (2, 18), "two at once per tenant");
+    // Verification and state-as-of are long reads too, bounded the same way.
+    crate::helpers::expect_problem(
+        app.get(&format!("/v1/tenants/{}/verify", hoarder.id), &hoarder.key)
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-streams",
+    )
+    .await;
+
+    // Meanwhile the other tenant works as usual, reads and writes.
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let path = format!("/v1/tenants/{}", bystander.id);
+        let one = std::time::Instant::now();
+        expect_status(app.get(&path, &bystander.key).await, StatusCode::OK).await;
+        expect_status(
+            app.get(&format!("{path}/audit-log"), &bystander.key).await,
+            StatusCode::OK,
+        )
+        .await;
+        expect_status(
+            app.patch(&path, &bystander.key, json!({"name": format!("Bystander {i}")}))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert!(
+            one.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            one.elapsed()
+        );
+    }
+    let own = app
+        .get(
+            &format!("/v1/tenants/{}/audit-log/export", bystander.id),
+            &bystander.key,
+        )
+        .await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert!(
+        own.text().await.unwrap().lines().count() >= 10,
+        "the bystander's whole export"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // The hoarder's stalled exports are abandoned once they wait on their
+    // client past the idle time; then the hoarder may export again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = app.get(&export, &hoarder.key).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled exports were never abandoned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(held);
+}

@@ -138,7 +138,10 @@ pub async fn state_as_of(
 ) -> ApiResult<Json<serde_json::Value>> {
     auditor(&state, &principal, &headers, tenant_id).await?;
     let as_of = query.as_of.unwrap_or_else(Utc::now);
-    let reconstructed = coverwatch_replay::state::tenant_as_of(&state.pool, tenant_id, as_of)
+    let _permit = state.streaming.admit(tenant_id)?;
+    let reconstructed = state
+        .streaming
+        .bounded(async { Ok(coverwatch_replay::state::tenant_as_of(&state.streaming.pool, tenant_id, as_of).await?) })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("tenant as of {as_of}")))?;
     Ok(Json(serde_json::to_value(reconstructed).map_err(anyhow::Error::from)?))
@@ -156,9 +159,14 @@ pub async fn verify(
     ApiPath(tenant_id): ApiPath<TenantId>,
 ) -> ApiResult<Json<serde_json::Value>> {
     auditor(&state, &principal, &headers, tenant_id).await?;
-    let report =
-        coverwatch_replay::verify::verify_log(&state.pool, Some(tenant_id), Some(state.signer.public_key_hex()))
-            .await?;
+    let _permit = state.streaming.admit(tenant_id)?;
+    let report = state
+        .streaming
+        .bounded(async {
+            let public_key = Some(state.signer.public_key_hex());
+            Ok(coverwatch_replay::verify::verify_log(&state.streaming.pool, Some(tenant_id), public_key).await?)
+        })
+        .await?;
     let mut value = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
     value["ok"] = serde_json::Value::Bool(report.ok());
     Ok(Json(value))
@@ -223,37 +231,51 @@ pub async fn export_audit_log(
         Some("csv") => true,
         Some(_) => return Err(ApiError::validation("format", "must be csv or jsonl")),
     };
+    // Admitted before answering, so the client learns of the bound (429)
+    // rather than getting a stream that never starts.
+    let permit = state.streaming.admit(tenant_id)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
-    let pool = state.pool.clone();
+    let streaming = state.streaming.clone();
     tokio::spawn(async move {
-        if csv
-            && sender
-                .send(Ok(Bytes::from_static(CSV_HEADER.as_bytes())))
-                .await
-                .is_err()
-        {
+        let _permit = permit;
+        let deadline = tokio::time::Instant::now() + streaming.limit;
+        // A line waits for the client at most `idle`, and the whole export
+        // ends at `limit`: a client that stops reading frees its connection.
+        let send = |item: Result<Bytes, std::io::Error>| {
+            let sender = &sender;
+            let wait = streaming
+                .idle
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            async move { matches!(tokio::time::timeout(wait, sender.send(item)).await, Ok(Ok(()))) }
+        };
+        if csv && !send(Ok(Bytes::from_static(CSV_HEADER.as_bytes()))).await {
             return;
         }
-        let mut rows = audit::export(&pool, tenant_id, query.from, query.to);
+        let mut rows = audit::export(&streaming.pool, tenant_id, query.from, query.to);
         loop {
-            let line = match rows.try_next().await {
+            let Ok(next) = tokio::time::timeout_at(deadline, rows.try_next()).await else {
+                tracing::info!(%tenant_id, "audit export stopped at the time limit");
+                return;
+            };
+            let line = match next {
                 Ok(Some(row)) if csv => csv_line(&row),
                 Ok(Some(row)) => match serde_json::to_string(&row) {
                     Ok(json) => json + "\n",
                     Err(error) => {
-                        let _ = sender.send(Err(std::io::Error::other(error))).await;
+                        send(Err(std::io::Error::other(error))).await;
                         return;
                     }
                 },
                 Ok(None) => return,
                 Err(error) => {
                     tracing::error!(error = %error, "audit export failed");
-                    let _ = sender.send(Err(std::io::Error::other("export failed"))).await;
+                    send(Err(std::io::Error::other("export failed"))).await;
                     return;
                 }
             };
-            if sender.send(Ok(Bytes::from(line))).await.is_err() {
-                return; // the client went away
+            if !send(Ok(Bytes::from(line))).await {
+                tracing::info!(%tenant_id, "audit export abandoned: the client stopped reading or the time limit passed");
+                return;
             }
         }
     });
