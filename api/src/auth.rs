@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{Extensions, HeaderMap, header};
 use coverwatch_commands::CommandMetadata;
 use coverwatch_commands::secrets::{parse_api_key, sha256_hex};
 use coverwatch_domain::ids::{ApiKeyId, MemberId, TenantId};
@@ -14,7 +14,7 @@ use coverwatch_domain::tenant::Actor;
 use coverwatch_domain::values::Role;
 use coverwatch_projections::directory::queries;
 use secrecy::ExposeSecret;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
 
 pub const IMPERSONATE_HEADER: &str = "x-coverwatch-impersonate";
@@ -47,6 +47,14 @@ pub struct RequestInfo {
     pub user_agent: Option<String>,
 }
 
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -55,20 +63,54 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestInfo {
+impl FromRequestParts<AppState> for RequestInfo {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let request_id = header_text(&parts.headers, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string());
         Ok(Self {
             correlation_id: header_text(&parts.headers, "x-correlation-id").unwrap_or_else(|| request_id.clone()),
             request_id,
-            client_ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            client_ip: client_address(&parts.headers, &parts.extensions, state).map(|ip| ip.to_string()),
             user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()),
         })
+    }
+}
+
+/// The client's address: the socket's peer, or behind
+/// `http.trusted_proxy_hops` proxies the entry that many from the right of
+/// `X-Forwarded-For` (the address the outermost trusted proxy saw; entries
+/// further left are whatever the client wrote).
+pub fn client_address(headers: &HeaderMap, extensions: &Extensions, state: &AppState) -> Option<IpAddr> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let hops = state.settings.http.trusted_proxy_hops as usize;
+    if hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    forwarded
+        .len()
+        .checked_sub(hops)
+        .and_then(|i| forwarded[i].parse().ok())
+        .or(peer)
+}
+
+/// The client's address, as an extractor.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_address(&parts.headers, &parts.extensions, state)))
     }
 }
 
@@ -76,50 +118,97 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// How the request's credential fared, decided once per request (the
+/// suspension layer and the handler both ask; a failure counts once).
+#[derive(Clone)]
+enum Outcome {
+    Accepted(Principal),
+    Refused,
+    Blocked { detail: String, retry_after_secs: u64 },
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    /// The principal the suspension layer already authenticated, if it did.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(principal.clone());
-        }
-        Self::authenticate(&parts.headers, state).await
+        Self::of_request(&parts.headers, &mut parts.extensions, state).await
     }
 }
 
 impl Principal {
-    /// Resolve the bearer credential in `headers`.
-    pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> ApiResult<Self> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+    /// The request's principal: its bearer credential checked once (the
+    /// outcome kept in the request's extensions). A client address that
+    /// failed too often this hour is refused (429) whatever it presents; a
+    /// refused credential counts against its address.
+    pub async fn of_request(headers: &HeaderMap, extensions: &mut Extensions, state: &AppState) -> ApiResult<Self> {
+        let outcome = match extensions.get::<Outcome>() {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let Some(token) = bearer(headers) else {
+                    return Err(ApiError::Unauthorized); // nothing presented, nothing counted
+                };
+                let address = client_address(headers, extensions, state);
+                let outcome = match crate::rate_limit::before_authentication(state, address).await {
+                    Err(ApiError::RateLimited {
+                        detail,
+                        retry_after_secs,
+                    }) => Outcome::Blocked {
+                        detail,
+                        retry_after_secs,
+                    },
+                    Err(other) => return Err(other),
+                    Ok(()) => match Self::verify(token, state).await? {
+                        Some(principal) => Outcome::Accepted(principal),
+                        None => {
+                            crate::rate_limit::authentication_failed(state, address).await?;
+                            Outcome::Refused
+                        }
+                    },
+                };
+                extensions.insert(outcome.clone());
+                outcome
+            }
+        };
+        match outcome {
+            Outcome::Accepted(principal) => Ok(principal),
+            Outcome::Refused => Err(ApiError::Unauthorized),
+            Outcome::Blocked {
+                detail,
+                retry_after_secs,
+            } => Err(ApiError::RateLimited {
+                detail,
+                retry_after_secs,
+            }),
+        }
+    }
+
+    /// The principal a bearer token stands for, if any.
+    async fn verify(token: &str, state: &AppState) -> ApiResult<Option<Self>> {
         if let Some(admin) = &state.settings.http.admin_token
             && constant_time_eq(admin.expose_secret().as_bytes(), token.as_bytes())
         {
-            return Ok(Self::PlatformAdmin);
+            return Ok(Some(Self::PlatformAdmin));
         }
-        let key_id = ApiKeyId::from(parse_api_key(token).ok_or(ApiError::Unauthorized)?);
+        let Some(key_id) = parse_api_key(token).map(ApiKeyId::from) else {
+            return Ok(None);
+        };
         let Some(holder) = queries::key_holder(&state.pool, key_id).await? else {
-            return Err(ApiError::Unauthorized);
+            return Ok(None);
         };
         if !constant_time_eq(holder.secret_hash.as_bytes(), sha256_hex(token).as_bytes())
             || holder.member_status != "active"
             || holder.tenant_status == "deleted"
         {
-            return Err(ApiError::Unauthorized);
+            return Ok(None);
         }
-        Ok(Self::Member(Member {
+        Ok(Some(Self::Member(Member {
             tenant_id: holder.tenant_id,
             member_id: holder.member_id,
             role: Role::parse(&holder.role).map_err(|e| ApiError::Internal(e.into()))?,
             key_id: Some(key_id),
             impersonated_by: None,
             tenant_suspended: holder.tenant_status == "suspended",
-        }))
+        })))
     }
 
     /// The member acting in `tenant_id`. Another tenant's member gets 404, as

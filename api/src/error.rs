@@ -89,8 +89,8 @@ pub enum ApiError {
     /// A feature the tier lacks: 403 with the tier that has it.
     #[error("{feature} needs the {required_tier} tier or above")]
     PlanFeature { feature: String, required_tier: String },
-    #[error("the tenant's API rate limit of {per_minute} requests per minute is exhausted")]
-    RateLimited { per_minute: u32, retry_after_secs: u64 },
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after_secs: u64 },
     #[error("the tenant already runs {per_tenant} exports or verifications at once; retry when one ends")]
     TooManyStreams { per_tenant: usize, retry_after_secs: u64 },
     #[error("{0}")]

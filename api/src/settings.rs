@@ -78,8 +78,22 @@ pub struct HttpSettings {
     /// The web app's address: checkout returns there, 402/403 link to its
     /// billing page.
     pub public_url: String,
-    /// Per-tenant API rate limits of the plan (requests per minute).
+    /// The rate limits: per tenant by its plan (requests per minute), and
+    /// per client address on sign-up, invitation acceptance and failed
+    /// authentication. Off only for benchmarks.
     pub rate_limits: bool,
+    /// Anonymous sign-ups one client address may make per hour.
+    pub signups_per_hour: u32,
+    /// Invitation acceptances one client address may attempt per hour.
+    pub invitation_accepts_per_hour: u32,
+    /// Failed authentications (a credential presented and refused) one
+    /// client address may make per hour; beyond, every credential it
+    /// presents is refused (429) until the hour ends.
+    pub auth_failures_per_hour: u32,
+    /// Proxies in front of the API that append to `X-Forwarded-For`: the
+    /// client address is that many entries from its right (0: the socket's
+    /// peer; never trust the header without a proxy that sets it).
+    pub trusted_proxy_hops: u32,
     /// `GET /metrics` on the API listener answers a bearer of this token (or
     /// of the admin token) only.
     pub metrics_token: Option<SecretString>,
@@ -106,6 +120,10 @@ impl Default for HttpSettings {
             consistency_wait_ms: 5_000,
             public_url: "http://127.0.0.1:8080".into(),
             rate_limits: true,
+            signups_per_hour: 20,
+            invitation_accepts_per_hour: 30,
+            auth_failures_per_hour: 60,
+            trusted_proxy_hops: 0,
             metrics_token: None,
             metrics_bind: None,
             streams_per_tenant: 2,
@@ -312,6 +330,13 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("COVERWATCH_CONSISTENCY_WAIT_MS", "http.consistency_wait_ms"),
     ("COVERWATCH_PUBLIC_URL", "http.public_url"),
     ("COVERWATCH_RATE_LIMITS", "http.rate_limits"),
+    ("COVERWATCH_SIGNUPS_PER_HOUR", "http.signups_per_hour"),
+    (
+        "COVERWATCH_INVITATION_ACCEPTS_PER_HOUR",
+        "http.invitation_accepts_per_hour",
+    ),
+    ("COVERWATCH_AUTH_FAILURES_PER_HOUR", "http.auth_failures_per_hour"),
+    ("COVERWATCH_TRUSTED_PROXY_HOPS", "http.trusted_proxy_hops"),
     ("COVERWATCH_METRICS_TOKEN", "http.metrics_token"),
     ("COVERWATCH_METRICS_BIND", "http.metrics_bind"),
     ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),

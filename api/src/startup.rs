@@ -226,7 +226,7 @@ impl Application {
                 read_models: read_models.clone(),
             }),
             catalog,
-            rate_limiter: Arc::default(),
+            tenant_limits: Arc::default(),
             read_models,
             settings: Arc::new(settings.clone()),
             clock,
@@ -495,6 +495,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), suspension::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), input::layer))
+        .layer(axum::middleware::from_fn(crate::rate_limit::headers))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request

@@ -2,7 +2,7 @@
 //! API starts, the read models' pool for queries, and the wait for them.
 
 use crate::error::{ApiError, ApiResult};
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::TenantLimits;
 use crate::settings::Settings;
 use coverwatch_commands::services::{
     BillingService, CloudAccountService, CloudOrganizationService, DetectionService, TenantService,
@@ -28,7 +28,7 @@ pub struct AppState {
     pub discovery: Arc<DiscoveryWorkflow>,
     pub connect_members: Arc<ConnectMembers>,
     pub catalog: Arc<PlanCatalog>,
-    pub rate_limiter: Arc<RateLimiter>,
+    pub tenant_limits: Arc<TenantLimits>,
     pub read_models: ReadModels,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,

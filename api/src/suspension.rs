@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use coverwatch_domain::ids::TenantId;
 
-pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let Some(tenant_id) = writes.then(|| tenant_of(request.uri().path())).flatten() else {
         return next.run(request).await;
@@ -23,16 +23,14 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     // An unauthenticated or foreign request goes on to the handler, which
     // answers 401 or 404 as always: this layer says nothing about a tenant
     // to anyone who is not its member.
-    if let Ok(principal) = Principal::authenticate(request.headers(), &state).await {
-        if let Principal::Member(member) = &principal
-            && member.tenant_id == tenant_id
-            && member.tenant_suspended
-        {
-            return suspended().into_response();
-        }
-        request.extensions_mut().insert(principal);
+    let (mut parts, body) = request.into_parts();
+    if let Ok(Principal::Member(member)) = Principal::of_request(&parts.headers, &mut parts.extensions, &state).await
+        && member.tenant_id == tenant_id
+        && member.tenant_suspended
+    {
+        return suspended().into_response();
     }
-    next.run(request).await
+    next.run(Request::from_parts(parts, body)).await
 }
 
 fn suspended() -> ApiError {

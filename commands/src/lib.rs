@@ -7,8 +7,9 @@
 //! * `workflows`: process managers, sagas and scheduled jobs.
 //! * `adapters`: AWS and Stripe.
 //! * `consistency` (waiting for read models), `log` (lookups in the event
-//!   log), `idempotency` (the `Idempotency-Key` store), `secrets` (keys and
-//!   tokens, stored hashed).
+//!   log), `idempotency` (the `Idempotency-Key` store), `rate_limits` (the
+//!   rate limits' shared counters), `secrets` (keys and tokens, stored
+//!   hashed).
 
 pub mod adapters;
 pub mod consistency;
@@ -17,6 +18,7 @@ pub mod executor;
 pub mod idempotency;
 pub mod log;
 pub mod metadata;
+pub mod rate_limits;
 pub mod secrets;
 pub mod services;
 pub mod workflows;

@@ -101,6 +101,12 @@ async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild
     let app = spawn_app_with(Arc::new(SystemClock), |s| {
         s.subscribers.enabled = false;
         s.http.consistency_wait_ms = 0;
+        // The load comes from one address, signing up as fast as it can and
+        // retrying keys the read models do not know yet: not what the
+        // per-address limits are for.
+        s.http.signups_per_hour = u32::MAX;
+        s.http.invitation_accepts_per_hour = u32::MAX;
+        s.http.auth_failures_per_hour = u32::MAX;
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +131,13 @@ async fn killing_subscribers_at_any_moment_leaves_read_models_equal_to_a_rebuild
                 for i in 0..3 {
                     let body = json!({"name": format!("Renamed {i}")});
                     let response = until_authorized(|| app.patch(&base, &tenant.key, body.clone())).await;
-                    assert_eq!(response.status(), StatusCode::OK);
+                    // Committed either way: read back (200) when the read
+                    // models already show it, else 202 (nothing waits here).
+                    assert!(
+                        [StatusCode::OK, StatusCode::ACCEPTED].contains(&response.status()),
+                        "{}",
+                        response.status()
+                    );
                 }
                 tenants.lock().unwrap().push(tenant);
             }

@@ -153,6 +153,11 @@ pub async fn spawn_app_with(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut S
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
     let pool = PgPool::connect(&database_url).await.unwrap();
+    serve(settings, pool, database_url, clock).await
+}
+
+/// Builds the application on `pool` and serves it on port 0.
+async fn serve(settings: Settings, pool: PgPool, database_url: String, clock: Arc<dyn Clock>) -> TestApp {
     let app = Application::build_with(settings, pool.clone(), clock)
         .await
         .expect("the application builds");
@@ -301,6 +306,15 @@ pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) 
 }
 
 impl TestApp {
+    /// Another API process on the same database (serving only: the first
+    /// one runs the subscribers), as a second replica would.
+    pub async fn another_api_process(&self, clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = test_settings(&self.database_url);
+        settings.subscribers.enabled = false;
+        configure(&mut settings);
+        serve(settings, self.pool.clone(), self.database_url.clone(), clock).await
+    }
+
     /// A cheap handle for spawned tasks (same server, same pool).
     pub fn clone_client(&self) -> TestApp {
         TestApp {

@@ -2,7 +2,7 @@
 //! accepts with the token (shown once) and receives its own API key.
 
 use super::{Page, limit, page, uuid_cursor};
-use crate::auth::{Principal, RequestInfo, anonymous_metadata};
+use crate::auth::{ClientAddress, Principal, RequestInfo, anonymous_metadata};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::Fields;
@@ -192,8 +192,10 @@ pub async fn revoke_invitation(
 pub async fn accept_invitation(
     State(state): State<AppState>,
     info: RequestInfo,
+    ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<AcceptInvitation>,
 ) -> ApiResult<impl IntoResponse> {
+    crate::rate_limit::invitation_accept(&state, address).await?;
     let (tenant_id, invitation_id) = TenantService::invitation_of(&body.token)
         .ok_or_else(|| ApiError::validation("token", "is not an invitation token"))?;
     let member_id = MemberId::generate();

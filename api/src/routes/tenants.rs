@@ -2,7 +2,7 @@
 //! and soft deletion.
 
 use super::{Fields, etag, if_match};
-use crate::auth::{Principal, RequestInfo, anonymous_metadata};
+use crate::auth::{ClientAddress, Principal, RequestInfo, anonymous_metadata};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, double_option};
 use crate::state::AppState;
@@ -140,9 +140,15 @@ fn emails(fields: &mut Fields, name: &str, value: Option<Option<String>>) -> Opt
 pub async fn create_tenant(
     State(state): State<AppState>,
     info: RequestInfo,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
+    principal: Result<Principal, ApiError>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<impl IntoResponse> {
+    if body.parent_tenant_id.is_none() {
+        // A child tenant counts against its parent's rate; a sign-up against its address.
+        crate::rate_limit::sign_up(&state, address).await?;
+    }
     let mut fields = Fields::default();
     let name = fields.check("name", Name::parse(&body.name));
     let slug = fields.check("slug", Slug::parse(&body.slug));
@@ -158,8 +164,7 @@ pub async fn create_tenant(
         None => None,
         Some(parent_id) => {
             let parent_id = TenantId::from(parent_id);
-            let principal = Principal::authenticate(&headers, &state).await?;
-            let member = principal.in_tenant(parent_id, &state, &headers).await?;
+            let member = principal?.in_tenant(parent_id, &state, &headers).await?;
             member.require(
                 Role::can_administer,
                 "only an owner or admin of the parent creates child tenants",
