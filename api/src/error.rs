@@ -231,6 +231,7 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict => {
                 Self::Conflict("the resource was changed by a concurrent request; read it again and retry".into())
             }
+            CommandError::Diverged => Self::Conflict(CommandError::Diverged.to_string()),
             CommandError::Unexpected(error) => Self::Internal(error),
         }
     }

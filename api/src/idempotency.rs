@@ -4,10 +4,18 @@
 //! appended twice). The same key with a different request is refused.
 //! Keys are scoped to the caller's credentials and kept for 24 hours.
 //!
-//! The stored response can hold a secret shown once (a new API key), so the
-//! table holds only a hash of the idempotency key and the response sealed with
-//! ChaCha20-Poly1305 under a key derived from the idempotency key: reading the
-//! database does not reveal it; retrying with the key does.
+//! A request that dies with its process, or fails on the server's side
+//! (5xx), leaves no answer: a retry takes the key over (once the lease of
+//! the first has passed) and completes the request under the same key, so
+//! the commands the first attempt committed are found and not run again,
+//! and the ids and secrets come out the same (`coverwatch_commands::idempotency`).
+//!
+//! Without credentials the key must be a random UUID (version 4): it alone
+//! lets a retry have the first answer (a new tenant's API key). The table
+//! holds only an HMAC of the key under a server secret (derived from the
+//! audit signing key) and the response sealed with ChaCha20-Poly1305 under
+//! another: a reader of the database can neither test guessed keys nor open
+//! a response.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,11 +26,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use coverwatch_commands::idempotency::{self as store, Entry};
+use coverwatch_commands::idempotency::{self as store, Attempt, Claim, Entry};
 use coverwatch_commands::secrets::sha256_hex;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 const KEY_HEADER: &str = "idempotency-key";
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -36,29 +46,37 @@ struct StoredResponse {
     body: Vec<u8>,
 }
 
-fn cipher(scope: &str, key: &str) -> ChaCha20Poly1305 {
-    let mut hasher = Sha256::new();
-    hasher.update(b"coverwatch.idempotency.v1\n");
-    hasher.update(scope.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(key.as_bytes());
-    ChaCha20Poly1305::new(Key::from_slice(&hasher.finalize()))
+/// 32 bytes for `purpose`, bound to the scope and the key, under the
+/// server's secret (derived from the audit signing key): without it, a
+/// reader of the database can neither test guessed keys against the stored
+/// hashes nor open a stored response.
+fn derive(secret: &[u8; 32], purpose: &str, scope: &str, key: &str) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    for part in [purpose, scope, key] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.finalize().into_bytes().into()
 }
 
-fn seal(scope: &str, key: &str, response: &StoredResponse) -> anyhow::Result<Vec<u8>> {
+fn cipher(secret: &[u8; 32], scope: &str, key: &str) -> ChaCha20Poly1305 {
+    ChaCha20Poly1305::new(Key::from_slice(&derive(secret, "seal", scope, key)))
+}
+
+fn seal(secret: &[u8; 32], scope: &str, key: &str, response: &StoredResponse) -> anyhow::Result<Vec<u8>> {
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let plaintext = serde_json::to_vec(response)?;
-    let sealed = cipher(scope, key)
+    let sealed = cipher(secret, scope, key)
         .encrypt(Nonce::from_slice(&nonce), plaintext.as_slice())
         .map_err(|_| anyhow::anyhow!("sealing an idempotent response"))?;
     Ok([nonce.as_slice(), sealed.as_slice()].concat())
 }
 
-fn open(scope: &str, key: &str, sealed: &[u8]) -> anyhow::Result<StoredResponse> {
+fn open(secret: &[u8; 32], scope: &str, key: &str, sealed: &[u8]) -> anyhow::Result<StoredResponse> {
     anyhow::ensure!(sealed.len() > 12, "a sealed response is too short");
     let (nonce, ciphertext) = sealed.split_at(12);
-    let plaintext = cipher(scope, key)
+    let plaintext = cipher(secret, scope, key)
         .decrypt(Nonce::from_slice(nonce), ciphertext)
         .map_err(|_| anyhow::anyhow!("opening an idempotent response"))?;
     Ok(serde_json::from_slice(&plaintext)?)
@@ -82,6 +100,12 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
+/// Without credentials, the key is all that binds a retry to the first
+/// request (whose answer can hold a new API key): it must be unguessable.
+fn is_random_uuid(key: &str) -> bool {
+    Uuid::try_parse(key).is_ok_and(|uuid| uuid.get_version_num() == 4)
+}
+
 async fn handle(state: AppState, key: String, request: Request, next: Next) -> Result<Response, ApiError> {
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::validation("Idempotency-Key", "must be 1 to 255 characters"));
@@ -90,9 +114,17 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(sha256_hex)
-        .unwrap_or_else(|| "anonymous".into());
-    let key_hash = sha256_hex(&format!("{scope}\n{key}"));
+        .map(sha256_hex);
+    if scope.is_none() && !is_random_uuid(&key) {
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            "a request without credentials must use a random UUID (version 4) as its key: the key alone \
+             lets a retry have the first answer, which can hold a new API key",
+        ));
+    }
+    let scope = scope.unwrap_or_else(|| "anonymous".into());
+    let secret = state.signer.derive_secret("idempotency-keys");
+    let key_hash = hex::encode(derive(&secret, "key", &scope, &key));
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, state.settings.http.max_body_bytes)
         .await
@@ -105,39 +137,38 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
     hasher.update(&bytes);
     let fingerprint = hex::encode(hasher.finalize());
 
-    store::purge_expired(&state.pool).await?;
-    let claimed = store::claim(&state.pool, &scope, &key_hash, &fingerprint).await?;
-    if !claimed {
-        let Some(Entry {
-            fingerprint: stored_fingerprint,
-            response_status,
-            response,
-        }) = store::find(&state.pool, &scope, &key_hash).await?
-        else {
-            return Err(ApiError::Conflict(
-                "the idempotency key is being released; retry".into(),
-            ));
-        };
-        if stored_fingerprint != fingerprint {
-            return Err(ApiError::Unprocessable(
-                "this Idempotency-Key was used for a different request".into(),
-            ));
-        }
-        let (Some(_), Some(sealed)) = (response_status, response) else {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is still in progress".into(),
-            ));
-        };
-        return Ok(replay(open(&scope, &key, &sealed)?));
-    }
+    let lease = state.settings.http.idempotency_lease();
+    let created_at = match store::claim(&state.pool, &scope, &key_hash, &fingerprint, lease).await? {
+        Claim::Run { created_at, .. } => created_at,
+        Claim::Taken(entry) => return answer_taken(&state, &secret, &scope, &key, &fingerprint, entry),
+    };
 
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    // Keep the key while the request runs; a crash stops this, and a retry
+    // takes the key over once the lease has passed.
+    let heartbeat = {
+        let (pool, scope, key_hash) = (state.pool.clone(), scope.clone(), key_hash.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(error) = store::extend(&pool, &scope, &key_hash, lease).await {
+                    tracing::warn!(error = %error, "extending an idempotency lease failed");
+                }
+            }
+        })
+    };
+    let seed = derive(&secret, "seed", &scope, &key);
+    let attempt = Attempt::new(key_hash.clone(), seed, created_at);
+    let response = attempt
+        .run(next.run(Request::from_parts(parts, Body::from(bytes))))
+        .await;
+    heartbeat.abort();
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     if parts.status.is_server_error() {
-        // A failure on our side: let the client retry for real.
+        // A failure on our side, possibly after a commit: a retry completes
+        // the request (what committed is found in the log, not run again).
         store::release(&state.pool, &scope, &key_hash).await?;
     } else {
         let stored = StoredResponse {
@@ -153,11 +184,41 @@ async fn handle(state: AppState, key: String, request: Request, next: Next) -> R
             &scope,
             &key_hash,
             stored.status,
-            &seal(&scope, &key, &stored)?,
+            &seal(&secret, &scope, &key, &stored)?,
         )
         .await?;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The key is another request's: its answer replayed, 422 for a different
+/// request, or 409 while it still runs.
+fn answer_taken(
+    state: &AppState,
+    secret: &[u8; 32],
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    entry: Entry,
+) -> Result<Response, ApiError> {
+    if entry.fingerprint != fingerprint {
+        return Err(ApiError::Unprocessable(
+            "this Idempotency-Key was used for a different request".into(),
+        ));
+    }
+    if let (Some(_), Some(sealed)) = (entry.response_status, entry.response) {
+        return Ok(replay(open(secret, scope, key, &sealed)?));
+    }
+    let wait = entry
+        .locked_until
+        .map_or(1, |until| (until - state.clock.now()).num_seconds().clamp(1, 3600));
+    let mut response =
+        ApiError::Conflict("a request with this Idempotency-Key is still in progress; retry after a moment".into())
+            .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait as u64));
+    Ok(response)
 }
 
 fn replay(stored: StoredResponse) -> Response {

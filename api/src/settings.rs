@@ -90,6 +90,10 @@ pub struct HttpSettings {
     /// client address may make per hour; beyond, every credential it
     /// presents is refused (429) until the hour ends.
     pub auth_failures_per_hour: u32,
+    /// How long an `Idempotency-Key` stays its request's after the last
+    /// sign of life (renewed while it runs): after a crash, a retry waits
+    /// this long at most before completing the request.
+    pub idempotency_lease_secs: u64,
     /// Proxies in front of the API that append to `X-Forwarded-For`: the
     /// client address is that many entries from its right (0: the socket's
     /// peer; never trust the header without a proxy that sets it).
@@ -124,6 +128,7 @@ impl Default for HttpSettings {
             invitation_accepts_per_hour: 30,
             auth_failures_per_hour: 60,
             trusted_proxy_hops: 0,
+            idempotency_lease_secs: 10,
             metrics_token: None,
             metrics_bind: None,
             streams_per_tenant: 2,
@@ -134,6 +139,10 @@ impl Default for HttpSettings {
 }
 
 impl HttpSettings {
+    pub fn idempotency_lease(&self) -> Duration {
+        Duration::from_secs(self.idempotency_lease_secs.max(1))
+    }
+
     pub fn consistency_wait(&self) -> Duration {
         Duration::from_millis(self.consistency_wait_ms)
     }
@@ -337,6 +346,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("COVERWATCH_AUTH_FAILURES_PER_HOUR", "http.auth_failures_per_hour"),
     ("COVERWATCH_TRUSTED_PROXY_HOPS", "http.trusted_proxy_hops"),
+    ("COVERWATCH_IDEMPOTENCY_LEASE_SECS", "http.idempotency_lease_secs"),
     ("COVERWATCH_METRICS_TOKEN", "http.metrics_token"),
     ("COVERWATCH_METRICS_BIND", "http.metrics_bind"),
     ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),

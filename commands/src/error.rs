@@ -23,6 +23,12 @@ pub enum CommandError {
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]
     Conflict,
+    /// A retry under an idempotency key found the first attempt's step on
+    /// another resource than it would change now: it stops there.
+    #[error(
+        "the first attempt under this Idempotency-Key took other steps than this retry would; what it committed stands"
+    )]
+    Diverged,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

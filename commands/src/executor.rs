@@ -2,6 +2,7 @@
 //! appends the events with their metadata, and reports the commit's position.
 
 use crate::error::CommandError;
+use crate::idempotency;
 use crate::metadata::CommandMetadata;
 use anyhow::Context;
 use coverwatch_domain::subscription::Subscription;
@@ -15,6 +16,15 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+/// The id of the next command: random, or under an idempotency key the one
+/// derived for the request's next step (with the key's hash).
+fn next_command() -> (Uuid, Option<String>) {
+    match idempotency::next_command() {
+        Some((key_hash, command_id)) => (command_id, Some(key_hash)),
+        None => (Uuid::now_v7(), None),
+    }
+}
 
 /// How often a command decided on a stale aggregate is decided again.
 pub const RETRIES: usize = 25;
@@ -80,11 +90,28 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Committed, CommandError> {
-        let command_id = Uuid::now_v7();
+        self.execute_as(next_command(), id, command, metadata).await
+    }
+
+    /// Executes under `command_id`; under an idempotency key, a command the
+    /// log already holds (a retry after the first attempt committed it) is
+    /// not executed again: its commit is reported as it stands.
+    async fn execute_as(
+        &self,
+        (command_id, key_hash): (Uuid, Option<String>),
+        id: impl Display,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed, CommandError> {
         let aggregate_id = id.to_string();
-        self.cqrs
-            .execute_with_metadata(&aggregate_id, command, metadata.to_map(command_id))
-            .await?;
+        let mut map = metadata.to_map(command_id);
+        if let Some(key_hash) = key_hash {
+            if let Some(committed) = self.committed_under(&key_hash, command_id, &aggregate_id).await? {
+                return Ok(committed);
+            }
+            map.insert("idempotency_key".to_owned(), key_hash);
+        }
+        self.cqrs.execute_with_metadata(&aggregate_id, command, map).await?;
         self.committed.send_modify(|n| *n = n.wrapping_add(1));
         // The commit's events are normally the aggregate's newest: look at those
         // first and scan further back only if others were appended since.
@@ -137,9 +164,11 @@ where
         A::Command: Clone,
     {
         let mut left = attempts.max(1);
+        // One command, however often it is decided again: one id.
+        let command_id = next_command();
         loop {
             left -= 1;
-            match self.execute(id, command.clone(), metadata).await {
+            match self.execute_as(command_id.clone(), id, command.clone(), metadata).await {
                 Err(CommandError::Conflict) if left > 0 => {
                     // Spread the retries of many losers over a few ms.
                     let jitter = rand::random::<u64>() % 5;
@@ -147,6 +176,36 @@ where
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// The commit of `command_id` under the key, if the log has it. Found
+    /// on another aggregate, the retry has not taken the first attempt's
+    /// steps (something it read changed meanwhile): it stops rather than
+    /// risk applying anything twice.
+    async fn committed_under(
+        &self,
+        key_hash: &str,
+        command_id: Uuid,
+        aggregate_id: &str,
+    ) -> Result<Option<Committed>, CommandError> {
+        let found: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id, max(position), max(sequence) FROM events
+              WHERE metadata ->> 'idempotency_key' = $1 AND metadata ->> 'command_id' = $2
+              GROUP BY aggregate_type, aggregate_id",
+        )
+        .bind(key_hash)
+        .bind(command_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking for a command committed under the idempotency key")?;
+        match found {
+            None => Ok(None),
+            Some((kind, id, position, sequence)) if kind == A::TYPE && id == aggregate_id => Ok(Some(Committed {
+                position,
+                version: sequence as u64,
+            })),
+            Some(_) => Err(CommandError::Diverged),
         }
     }
 

@@ -5,7 +5,6 @@
 //! An invitation token reads `cwi_<tenant id>_<invitation id>_<secret>`, so
 //! accepting it needs no lookup outside the tenant's own aggregate.
 
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -23,10 +22,10 @@ pub fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
+/// A new secret: random, or under an idempotency key the one the first
+/// attempt created (so a retry answers with the same key).
 fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    hex::encode(crate::idempotency::fresh_secret())
 }
 
 pub fn new_api_key(key_id: Uuid) -> Generated {

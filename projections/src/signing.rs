@@ -59,6 +59,17 @@ impl AuditSigner {
         Ok(signer)
     }
 
+    /// A secret for another purpose, derived from the signing key (HMAC),
+    /// so every replica that shares the signing key shares it too and a
+    /// reader of the database alone holds neither.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key.to_bytes()).expect("any key length");
+        mac.update(b"coverwatch.derived-secret.v1\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.key.sign(message).to_bytes().to_vec()
     }

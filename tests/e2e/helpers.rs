@@ -148,8 +148,16 @@ pub async fn spawn_app_with_clock(clock: ManualClock) -> TestApp {
 }
 
 pub async fn spawn_app_with(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(fresh_database().await, clock, configure).await
+}
+
+/// The application on an existing database (one another process used).
+pub async fn spawn_app_on(
+    database_url: String,
+    clock: Arc<dyn Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     coverwatch_api::telemetry::init("pretty");
-    let database_url = fresh_database().await;
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
     let pool = PgPool::connect(&database_url).await.unwrap();

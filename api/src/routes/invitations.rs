@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Duration, Utc};
 use coverwatch_commands::CommandError;
+use coverwatch_commands::idempotency::fresh_id;
 use coverwatch_commands::services::TenantService;
 use coverwatch_domain::ids::{InvitationId, MemberId, TenantId};
 use coverwatch_domain::tenant::{TenantCommand, TenantError};
@@ -198,7 +199,7 @@ pub async fn accept_invitation(
     crate::rate_limit::invitation_accept(&state, address).await?;
     let (tenant_id, invitation_id) = TenantService::invitation_of(&body.token)
         .ok_or_else(|| ApiError::validation("token", "is not an invitation token"))?;
-    let member_id = MemberId::generate();
+    let member_id: MemberId = fresh_id("member");
     let metadata = anonymous_metadata(tenant_id, &format!("member:{member_id}"), &info);
     let joined = match state
         .tenants

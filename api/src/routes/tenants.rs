@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use coverwatch_commands::CommandError;
+use coverwatch_commands::idempotency::fresh_id;
 use coverwatch_commands::services::tenants::SignUp;
-use coverwatch_domain::ids::{MemberId, TenantId};
+use coverwatch_domain::ids::TenantId;
 use coverwatch_domain::tenant::{Actor, ProfileChanges, TenantCommand, Versioned};
 use coverwatch_domain::values::{Email, Label, Name, Role, Slug};
 use coverwatch_projections::directory::{TenantRow, queries};
@@ -173,7 +174,7 @@ pub async fn create_tenant(
         }
     };
     let parent_tenant_id = parent.as_ref().map(|p| p.id.into());
-    let (tenant_id, owner_member_id) = (TenantId::generate(), MemberId::generate());
+    let (tenant_id, owner_member_id) = (fresh_id("tenant"), fresh_id("member"));
     let sign_up = SignUp {
         name: name.clone(),
         slug: slug.clone(),

@@ -3,6 +3,7 @@
 
 use crate::error::CommandError;
 use crate::executor::{CloudOrganizationCommands, Committed};
+use crate::idempotency::fresh_id;
 use crate::metadata::CommandMetadata;
 use crate::services::billing::BillingService;
 use coverwatch_domain::cloud::CloudOrganizationCommand;
@@ -43,7 +44,7 @@ impl CloudOrganizationService {
         registration: Registration,
         metadata: &CommandMetadata,
     ) -> Result<(OrganizationId, Committed), CommandError> {
-        let organization_id = OrganizationId::generate();
+        let organization_id: OrganizationId = fresh_id("organization");
         let command = CloudOrganizationCommand::Register {
             organization_id,
             tenant_id,

@@ -4,6 +4,7 @@
 
 use crate::error::CommandError;
 use crate::executor::{Committed, DetectionCommands};
+use crate::idempotency::fresh_id;
 use crate::metadata::CommandMetadata;
 use crate::services::billing::BillingService;
 use coverwatch_domain::attack;
@@ -44,7 +45,7 @@ impl DetectionService {
         detection: NewDetection,
         metadata: &CommandMetadata,
     ) -> Result<(DetectionId, Committed), CommandError> {
-        let detection_id = DetectionId::generate();
+        let detection_id: DetectionId = fresh_id("detection");
         let command = DetectionCommand::Register {
             detection_id,
             tenant_id,

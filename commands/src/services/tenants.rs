@@ -5,6 +5,7 @@
 
 use crate::error::CommandError;
 use crate::executor::{Committed, RETRIES, TenantCommands};
+use crate::idempotency::fresh_id;
 use crate::metadata::CommandMetadata;
 use crate::secrets::{api_key_display_prefix, new_api_key, new_invitation_token, parse_invitation_token, sha256_hex};
 use crate::services::billing::BillingService;
@@ -79,7 +80,7 @@ pub struct CreatedKey {
 
 /// A fresh API key: the plaintext for the response, the hash for the event.
 pub fn generate_key(name: Name) -> (NewApiKey, String) {
-    let key_id = ApiKeyId::generate();
+    let key_id: ApiKeyId = fresh_id("api-key");
     let generated = new_api_key(key_id.as_uuid());
     let key = NewApiKey {
         key_id,
@@ -181,7 +182,7 @@ impl TenantService {
         valid_for: Duration,
         metadata: &CommandMetadata,
     ) -> Result<Invited, CommandError> {
-        let invitation_id = InvitationId::generate();
+        let invitation_id: InvitationId = fresh_id("invitation");
         let token = new_invitation_token(tenant_id.as_uuid(), invitation_id.as_uuid());
         let expires_at = self.clock.now() + valid_for;
         let command = TenantCommand::InviteMember {

@@ -4,7 +4,8 @@
 //! coverage history (a daily snapshot of every account and organization
 //! whose last one is a day old, and pruning past each tenant's retention,
 //! from its tier), then prunes metered API requests past the longest period
-//! usage is reported over, and the rate limits' ended windows. Commands do
+//! usage is reported over, the rate limits' ended windows and idempotency
+//! keys past their 24 hours. Commands do
 //! not wait for it.
 
 use crate::services::BillingService;
@@ -31,6 +32,9 @@ pub async fn run(billing: Arc<BillingService>, every: Duration, mut stop: watch:
         }
         if let Err(error) = coverwatch_projections::billing::usage::prune_requests(&billing.pool, now).await {
             tracing::warn!(error = ?error, "pruning metered requests failed");
+        }
+        if let Err(error) = crate::idempotency::purge_expired(&billing.pool).await {
+            tracing::warn!(error = ?error, "purging idempotency keys failed");
         }
         if let Err(error) = crate::rate_limits::prune(&billing.pool, now).await {
             tracing::warn!(error = ?error, "pruning rate-limit counters failed");
