@@ -5,7 +5,7 @@
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, TestTenant, expect_status, spawn_app, spawn_app_with};
 use crate::stripe_fakes::{
-    Localstripe, SECRET_KEY, StripeFront, WEBHOOK_SECRET, event, invoice_object, sign, subscription_object,
+    Localstripe, SECRET_KEY, StripeFront, WEBHOOK_SECRET, event, invoice_object, sign, sign_many, subscription_object,
 };
 use chrono::{Duration, Utc};
 use coverwatch_domain::clock::{ManualClock, SystemClock};
@@ -21,6 +21,13 @@ struct Billed {
 }
 
 async fn billed_app_with(clock: Arc<dyn coverwatch_domain::clock::Clock>) -> Billed {
+    billed_app_configured(clock, |_| {}).await
+}
+
+async fn billed_app_configured(
+    clock: Arc<dyn coverwatch_domain::clock::Clock>,
+    configure: impl FnOnce(&mut coverwatch_api::Settings) + Send + 'static,
+) -> Billed {
     let stripe = Localstripe::start().await;
     let front = StripeFront::start(&stripe).await;
     let base = front.base.clone();
@@ -29,6 +36,7 @@ async fn billed_app_with(clock: Arc<dyn coverwatch_domain::clock::Clock>) -> Bil
         settings.stripe.webhook_secret = Some(WEBHOOK_SECRET.to_owned().into());
         settings.stripe.api_base = Some(base);
         settings.subscribers.settle_interval_ms = 100;
+        configure(settings);
     })
     .await;
     Billed { app, stripe, front }
@@ -924,4 +932,105 @@ async fn metered_requests_older_than_any_reported_period_are_pruned() {
         left == ["last-year"]
     })
     .await;
+}
+
+/// The n-th of the k! orders of 0..k (n read as a Lehmer code).
+fn nth_order(mut n: usize, k: usize) -> Vec<usize> {
+    let mut left: Vec<usize> = (0..k).collect();
+    let mut order = vec![];
+    for base in (1..=k).rev() {
+        let orders_after: usize = (1..base).product();
+        order.push(left.remove(n / orders_after));
+        n %= orders_after;
+    }
+    order
+}
+
+/// Stripe delivers in any order and retries for days: a subscription's life
+/// (created; a renewal that fails; past due; the invoice paid late; then
+/// deleted), delivered in every one of its 120 orders (a tenant each),
+/// always ends as Stripe has it: FREE and cancelled, the invoice paid. A
+/// deletion delivered first is never undone by the older facts after it.
+#[tokio::test]
+async fn stripe_facts_in_any_delivery_order_end_in_stripes_state() {
+    // A tenant per order, all signed up from here.
+    let billed = billed_app_configured(Arc::new(SystemClock), |s| s.http.signups_per_hour = 1000).await;
+    let app = &billed.app;
+    let now = Utc::now().timestamp() - 3600;
+    let facts = |customer: &str, n: usize| -> Vec<String> {
+        let sub = format!("sub_life_{n}");
+        let period = (now, now + 30 * 86400);
+        let invoice = format!("in_renewal_{n}");
+        vec![
+            event(
+                &format!("evt_created_{n}"),
+                "customer.subscription.created",
+                now,
+                subscription_object(&sub, customer, "price_pro_monthly", "active", period),
+            ),
+            event(
+                &format!("evt_failed_{n}"),
+                "invoice.payment_failed",
+                now + 60,
+                invoice_object(&invoice, customer, &sub, "open", 25000),
+            ),
+            event(
+                &format!("evt_past_due_{n}"),
+                "customer.subscription.updated",
+                now + 61,
+                subscription_object(&sub, customer, "price_pro_monthly", "past_due", period),
+            ),
+            event(
+                &format!("evt_paid_{n}"),
+                "invoice.paid",
+                now + 180,
+                invoice_object(&invoice, customer, &sub, "paid", 25000),
+            ),
+            event(
+                &format!("evt_deleted_{n}"),
+                "customer.subscription.deleted",
+                now + 240,
+                subscription_object(&sub, customer, "price_pro_monthly", "canceled", period),
+            ),
+        ]
+    };
+    let orders: Vec<Vec<usize>> = (0..120).map(|n| nth_order(n, 5)).collect();
+    assert_eq!(orders.iter().collect::<std::collections::BTreeSet<_>>().len(), 120);
+    let mut tenants = vec![];
+    let mut bodies = vec![];
+    for (n, order) in orders.iter().enumerate() {
+        let tenant = app.create_free_tenant(&format!("order-{n}")).await;
+        let (_, customer) = checkout(&billed, &tenant, "PRO", "monthly").await;
+        let all = facts(&customer, n);
+        bodies.extend(order.iter().map(|&i| all[i].clone()));
+        tenants.push(tenant);
+    }
+    let signatures = sign_many(&bodies, WEBHOOK_SECRET, Utc::now().timestamp());
+    for (body, signature) in bodies.iter().zip(&signatures) {
+        expect_status(deliver(app, body, signature).await, StatusCode::OK).await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for tenant in &tenants {
+        let mut sub = subscription(app, tenant).await;
+        assert_eq!(
+            (sub["tier"].as_str(), sub["status"].as_str()),
+            (Some("FREE"), Some("cancelled")),
+            "{sub}"
+        );
+        let invoices = expect_status(
+            app.get(&format!("/v1/tenants/{}/invoices", tenant.id), &tenant.key)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(
+            invoices["items"][0]["status"], "paid",
+            "the newest report of the invoice"
+        );
+        for field in ["tenant_id", "stripe_customer_id", "version"] {
+            sub.as_object_mut().unwrap().remove(field);
+        }
+        seen.insert(sub.to_string());
+    }
+    assert_eq!(seen.len(), 1, "every order ends in the same state: {seen:#?}");
 }

@@ -4,7 +4,7 @@
 use super::commands::*;
 use super::error::SubscriptionError;
 use super::events::{ScheduledChange, SubscriptionEvent};
-use super::state::{Subscription, SubscriptionStatus, threshold_key};
+use super::state::{Rank, Subscription, SubscriptionStatus, threshold_key};
 use crate::clock::{Clock, SystemClock};
 use crate::ids::TenantId;
 use crate::plans::{BillingCycle, Limit, PlanCatalog, Tier};
@@ -43,7 +43,7 @@ impl Default for SubscriptionServices {
 type Decision = Result<Vec<SubscriptionEvent>, SubscriptionError>;
 
 /// A Stripe call a decision needs before its events are written.
-enum Effect {
+pub(super) enum Effect {
     None,
     CancelAtPeriodEnd(String, bool),
     ChangePrice {
@@ -96,7 +96,7 @@ impl Aggregate for Subscription {
 }
 
 impl Subscription {
-    fn decide(
+    pub(super) fn decide(
         &self,
         command: SubscriptionCommand,
         now: DateTime<Utc>,
@@ -297,15 +297,20 @@ impl Subscription {
                 reason: reason.to_owned(),
             }]
         };
-        // Deliveries can arrive out of order: adopt a subscription state only
-        // if it is at least as new as the one adopted last.
-        let stale = self.stripe_as_of.is_some_and(|as_of| event_created < as_of);
+        // Stripe delivers in any order and retries for days. Each report is
+        // kept if it is the newest of its object (`Rank`), and the state is
+        // derived from the newest reports, so any order ends the same.
         match fact {
             StripeFact::CheckoutCompleted { subscription, .. } | StripeFact::SubscriptionChanged(subscription) => {
                 if self.ended_subscriptions.contains(&subscription.subscription_id) {
                     return ignored("the subscription has already ended");
                 }
-                if stale {
+                let rank = Rank::subscription(event_created, subscription.status, &event_id);
+                let newest = self
+                    .stripe_reports
+                    .get(&subscription.subscription_id)
+                    .and_then(|report| report.state.as_ref());
+                if newest.is_some_and(|(newest, _)| *newest >= rank) {
                     return ignored("a newer state of the subscription was already applied");
                 }
                 vec![SubscriptionEvent::StripeSubscriptionSynced {
@@ -315,12 +320,11 @@ impl Subscription {
                     state: subscription,
                 }]
             }
+            // Recorded even before any other report of the subscription
+            // arrived: whatever comes later of it is then older.
             StripeFact::SubscriptionDeleted(subscription) => {
                 if self.ended_subscriptions.contains(&subscription.subscription_id) {
                     return ignored("the subscription has already ended");
-                }
-                if self.stripe_subscription_id.as_ref() != Some(&subscription.subscription_id) {
-                    return ignored("not the tenant's current subscription");
                 }
                 vec![SubscriptionEvent::StripeSubscriptionEnded {
                     stripe_event_id: event_id,
@@ -332,34 +336,38 @@ impl Subscription {
                 stripe_event_id: event_id,
                 trial_end,
             }],
-            StripeFact::InvoicePaid(invoice) => {
-                let ours = invoice.subscription_id.is_some() && invoice.subscription_id == self.stripe_subscription_id;
-                let recovered = ours && self.status == SubscriptionStatus::PastDue && !stale;
-                let mut events = vec![SubscriptionEvent::InvoiceRecorded {
-                    stripe_event_id: event_id.clone(),
-                    stripe_event_type: event_type,
-                    invoice,
-                }];
-                if recovered {
-                    events.push(SubscriptionEvent::PaymentRecovered {
-                        stripe_event_id: event_id,
-                    });
+            StripeFact::InvoicePaid(invoice) | StripeFact::InvoicePaymentFailed(invoice) => {
+                let rank = Rank::invoice(event_created, invoice.status == "paid", &event_id);
+                if self
+                    .invoice_reports
+                    .get(&invoice.invoice_id)
+                    .is_some_and(|newest| newest.rank >= rank)
+                {
+                    return ignored("a newer report of the invoice was already recorded");
                 }
-                events
-            }
-            StripeFact::InvoicePaymentFailed(invoice) => {
-                let ours = invoice.subscription_id.is_some() && invoice.subscription_id == self.stripe_subscription_id;
-                let newly_failed = ours && self.status != SubscriptionStatus::PastDue && !stale;
-                let mut events = vec![SubscriptionEvent::InvoiceRecorded {
+                let recorded = SubscriptionEvent::InvoiceRecorded {
                     stripe_event_id: event_id.clone(),
                     stripe_event_type: event_type,
+                    stripe_event_created: Some(event_created),
                     invoice,
-                }];
-                if newly_failed {
-                    events.push(SubscriptionEvent::PaymentFailed {
-                        stripe_event_id: event_id,
-                        at: event_created,
-                    });
+                };
+                // What the report does to the subscription is announced.
+                let mut after = self.clone();
+                after.apply(recorded.clone());
+                let mut events = vec![recorded];
+                match (self.status, after.status) {
+                    (before, SubscriptionStatus::PastDue) if before != SubscriptionStatus::PastDue => {
+                        events.push(SubscriptionEvent::PaymentFailed {
+                            stripe_event_id: event_id,
+                            at: after.past_due_since.unwrap_or(event_created),
+                        });
+                    }
+                    (SubscriptionStatus::PastDue, after) if after != SubscriptionStatus::PastDue => {
+                        events.push(SubscriptionEvent::PaymentRecovered {
+                            stripe_event_id: event_id,
+                        });
+                    }
+                    _ => {}
                 }
                 events
             }

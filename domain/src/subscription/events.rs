@@ -85,6 +85,10 @@ pub enum SubscriptionEvent {
     InvoiceRecorded {
         stripe_event_id: String,
         stripe_event_type: String,
+        /// Stripe's `created` of the report (absent in events recorded
+        /// before reports were ordered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stripe_event_created: Option<DateTime<Utc>>,
         invoice: InvoiceRecord,
     },
     PaymentFailed {

@@ -16,4 +16,6 @@ pub use aggregate::{BillingGateway, SubscriptionServices};
 pub use commands::{OverridesPatch, StripeChange, StripeFact, SubscriptionCommand, Usage};
 pub use error::SubscriptionError;
 pub use events::{InvoiceRecord, ScheduledChange, StripeSubscriptionState, SubscriptionEvent};
-pub use state::{LegacyGrace, Subscription, SubscriptionStatus, threshold_key};
+pub use state::{
+    InvoiceReport, LegacyGrace, Rank, Subscription, SubscriptionReport, SubscriptionStatus, threshold_key,
+};

@@ -3,12 +3,12 @@
 //! limits, so a period end takes effect the moment it passes, before the
 //! `Settle` command records it).
 
-use super::events::{ScheduledChange, SubscriptionEvent};
+use super::events::{ScheduledChange, StripeSubscriptionState, SubscriptionEvent};
 use crate::ids::TenantId;
 use crate::plans::{BillingCycle, Entitlements, Overrides, PlanCatalog, Tier};
 use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,8 +83,21 @@ pub struct Subscription {
     pub past_due_since: Option<DateTime<Utc>>,
     pub grace_until: Option<DateTime<Utc>>,
     pub overrides: Overrides,
-    /// `created` of the newest Stripe subscription state adopted.
+    /// `created` of the newest Stripe fact about a subscription applied.
     pub stripe_as_of: Option<DateTime<Utc>>,
+    /// What Stripe reported of each subscription of the customer: its
+    /// newest state and its end. The Stripe side of the state is derived
+    /// from these (`derive_stripe`), so it is the same whatever the order
+    /// the reports arrived in.
+    #[serde(default)]
+    pub stripe_reports: BTreeMap<String, SubscriptionReport>,
+    /// The newest report of each invoice of the customer.
+    #[serde(default)]
+    pub invoice_reports: BTreeMap<String, InvoiceReport>,
+    /// The subscription state adopted last (re-adopted only when another
+    /// becomes the newest, so local changes since are kept).
+    #[serde(default)]
+    pub adopted: Option<(String, Rank)>,
     /// Subscriptions Stripe ended: never revived by a late update.
     pub ended_subscriptions: BTreeSet<String>,
     /// Every Stripe event id already handled (redeliveries are no-ops).
@@ -93,11 +106,64 @@ pub struct Subscription {
     pub thresholds: BTreeSet<String>,
 }
 
+/// Orders Stripe's reports of one object: `created` (whole seconds), then
+/// the later stage of its life, then the event id. Every delivery order of
+/// the same reports therefore picks the same newest one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rank {
+    pub created: DateTime<Utc>,
+    pub stage: u8,
+    pub event_id: String,
+}
+
+impl Rank {
+    /// A subscription report: on the same second, a later status wins.
+    pub fn subscription(created: DateTime<Utc>, status: SubscriptionStatus, event_id: &str) -> Self {
+        let stage = match status {
+            SubscriptionStatus::Trialing => 1,
+            SubscriptionStatus::Active | SubscriptionStatus::Paused => 2,
+            SubscriptionStatus::PastDue => 3,
+            SubscriptionStatus::Cancelled => 4,
+        };
+        Self {
+            created,
+            stage,
+            event_id: event_id.to_owned(),
+        }
+    }
+
+    /// An invoice report: on the same second, paid wins (a payment is final).
+    pub fn invoice(created: DateTime<Utc>, paid: bool, event_id: &str) -> Self {
+        Self {
+            created,
+            stage: u8::from(paid) + 1,
+            event_id: event_id.to_owned(),
+        }
+    }
+}
+
+/// The newest report of one Stripe subscription, and when it ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionReport {
+    pub state: Option<(Rank, StripeSubscriptionState)>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// The newest report of one invoice: paid, or a payment that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceReport {
+    pub rank: Rank,
+    pub subscription_id: Option<String>,
+    pub paid: bool,
+}
+
 pub fn threshold_key(metric: &str, threshold: u8, period_start: DateTime<Utc>) -> String {
     format!("{metric}/{threshold}/{}", period_start.timestamp())
 }
 
 impl Subscription {
+    /// The paid subscription is over: FREE, and nothing of its period is
+    /// kept (so the state is the same whether or not its states were seen).
     pub(super) fn end_paid_period(&mut self) {
         self.tier = Tier::Free;
         self.status = SubscriptionStatus::Cancelled;
@@ -107,6 +173,92 @@ impl Subscription {
         self.stripe_subscription_id = None;
         self.amount_cents = None;
         self.past_due_since = None;
+        self.current_period_start = None;
+        self.current_period_end = None;
+        self.trial_end = None;
+        self.adopted = None;
+    }
+
+    /// The Stripe side of the state, from the reports: the newest state of
+    /// the newest subscription that has not ended, with payments reported
+    /// since (a failed one makes it past due, a paid one recovers it);
+    /// FREE and cancelled once every subscription reported has ended.
+    pub(super) fn derive_stripe(&mut self) {
+        let current = self
+            .stripe_reports
+            .iter()
+            .filter(|(_, report)| report.ended_at.is_none())
+            .filter_map(|(id, report)| report.state.as_ref().map(|(rank, state)| (rank, id, state)))
+            .max_by(|a, b| a.0.cmp(b.0))
+            .map(|(rank, id, state)| (rank.clone(), id.clone(), state.clone()));
+        let Some((rank, id, state)) = current else {
+            if self.stripe_reports.values().any(|report| report.ended_at.is_some()) {
+                self.end_paid_period();
+            }
+            return;
+        };
+        let adopted = Some((id.clone(), rank.clone()));
+        if self.adopted != adopted {
+            self.adopt(&state);
+            self.adopted = adopted;
+        }
+        let invoices: Vec<&InvoiceReport> = self
+            .invoice_reports
+            .values()
+            .filter(|invoice| invoice.subscription_id.as_deref() == Some(id.as_str()))
+            .collect();
+        let since_state = invoices
+            .iter()
+            .filter(|invoice| invoice.rank.created >= rank.created)
+            .max_by(|a, b| a.rank.cmp(&b.rank));
+        self.status = match since_state {
+            Some(invoice) if !invoice.paid => SubscriptionStatus::PastDue,
+            Some(_) if state.status == SubscriptionStatus::PastDue => SubscriptionStatus::Active,
+            _ => state.status,
+        };
+        self.past_due_since = if self.status == SubscriptionStatus::PastDue {
+            let state_since = (state.status == SubscriptionStatus::PastDue).then_some(rank.created);
+            invoices
+                .iter()
+                .filter(|invoice| !invoice.paid)
+                .map(|invoice| invoice.rank.created)
+                .chain(state_since)
+                .min()
+        } else {
+            None
+        };
+    }
+
+    /// Takes a Stripe subscription state as the tenant's.
+    fn adopt(&mut self, state: &StripeSubscriptionState) {
+        if self.stripe_subscription_id.as_ref() != Some(&state.subscription_id) {
+            // A new paid subscription replaces any legacy arrangement.
+            self.legacy = None;
+            self.scheduled_change = None;
+        }
+        if let Some((tier, cycle)) = state.plan {
+            let waiting = self.scheduled_change.is_some_and(|change| {
+                change.to_tier == tier
+                    && state
+                        .current_period_start
+                        .is_none_or(|start| start < change.effective_at)
+            });
+            // A scheduled downgrade moves Stripe to the lower price at
+            // once (for the next invoice); the tier waits for period end.
+            if !waiting {
+                self.tier = tier;
+                self.cycle = Some(cycle);
+                self.scheduled_change = None;
+            }
+        }
+        self.status = state.status;
+        self.stripe_customer_id = Some(state.customer_id.clone());
+        self.stripe_subscription_id = Some(state.subscription_id.clone());
+        self.amount_cents = state.amount_cents.or(self.amount_cents);
+        self.current_period_start = state.current_period_start;
+        self.current_period_end = state.current_period_end;
+        self.cancel_at_period_end = state.cancel_at_period_end;
+        self.trial_end = state.trial_end;
     }
 
     /// A Stripe subscription that is paying (or being retried).
@@ -199,58 +351,62 @@ impl Subscription {
             SubscriptionEvent::CheckoutStarted { customer_id, .. } => self.stripe_customer_id = Some(customer_id),
             SubscriptionEvent::StripeCustomerLinked { customer_id } => self.stripe_customer_id = Some(customer_id),
             SubscriptionEvent::StripeSubscriptionSynced {
+                stripe_event_id,
                 stripe_event_created,
                 state,
                 ..
             } => {
-                if self.stripe_subscription_id.as_ref() != Some(&state.subscription_id) {
-                    // A new paid subscription replaces any legacy arrangement.
-                    self.legacy = None;
-                    self.scheduled_change = None;
+                let rank = Rank::subscription(stripe_event_created, state.status, &stripe_event_id);
+                self.stripe_as_of = self.stripe_as_of.max(Some(stripe_event_created));
+                let report = self.stripe_reports.entry(state.subscription_id.clone()).or_default();
+                if report.state.as_ref().is_none_or(|(newest, _)| *newest < rank) {
+                    report.state = Some((rank, state));
                 }
-                self.stripe_as_of = Some(stripe_event_created);
-                if let Some((tier, cycle)) = state.plan {
-                    let waiting = self.scheduled_change.is_some_and(|change| {
-                        change.to_tier == tier
-                            && state
-                                .current_period_start
-                                .is_none_or(|start| start < change.effective_at)
-                    });
-                    // A scheduled downgrade moves Stripe to the lower price at
-                    // once (for the next invoice); the tier waits for period end.
-                    if !waiting {
-                        self.tier = tier;
-                        self.cycle = Some(cycle);
-                        self.scheduled_change = None;
-                    }
-                }
-                if state.status != SubscriptionStatus::PastDue {
-                    self.past_due_since = None;
-                } else if self.past_due_since.is_none() {
-                    self.past_due_since = Some(stripe_event_created);
-                }
-                self.status = state.status;
-                self.stripe_customer_id = Some(state.customer_id);
-                self.stripe_subscription_id = Some(state.subscription_id);
-                self.amount_cents = state.amount_cents.or(self.amount_cents);
-                self.current_period_start = state.current_period_start;
-                self.current_period_end = state.current_period_end;
-                self.cancel_at_period_end = state.cancel_at_period_end;
-                self.trial_end = state.trial_end;
+                self.derive_stripe();
             }
             SubscriptionEvent::StripeSubscriptionEnded {
                 stripe_event_created,
                 subscription_id,
                 ..
             } => {
-                self.stripe_as_of = Some(stripe_event_created);
-                self.ended_subscriptions.insert(subscription_id);
-                self.end_paid_period();
+                self.stripe_as_of = self.stripe_as_of.max(Some(stripe_event_created));
+                self.ended_subscriptions.insert(subscription_id.clone());
+                let report = self.stripe_reports.entry(subscription_id).or_default();
+                report.ended_at = Some(stripe_event_created);
+                self.derive_stripe();
             }
             SubscriptionEvent::TrialEndingNotified { trial_end, .. } => {
                 self.trial_end = trial_end.or(self.trial_end);
             }
-            SubscriptionEvent::InvoiceRecorded { .. } | SubscriptionEvent::StripeEventIgnored { .. } => {}
+            SubscriptionEvent::InvoiceRecorded {
+                stripe_event_id,
+                stripe_event_created,
+                invoice,
+                ..
+            } => {
+                // Events recorded before reports were kept carry no time:
+                // their effect came with PaymentFailed / PaymentRecovered.
+                if let Some(created) = stripe_event_created {
+                    let paid = invoice.status == "paid";
+                    let rank = Rank::invoice(created, paid, &stripe_event_id);
+                    if self
+                        .invoice_reports
+                        .get(&invoice.invoice_id)
+                        .is_none_or(|newest| newest.rank < rank)
+                    {
+                        self.invoice_reports.insert(
+                            invoice.invoice_id,
+                            InvoiceReport {
+                                rank,
+                                subscription_id: invoice.subscription_id,
+                                paid,
+                            },
+                        );
+                    }
+                    self.derive_stripe();
+                }
+            }
+            SubscriptionEvent::StripeEventIgnored { .. } => {}
             SubscriptionEvent::PaymentFailed { at, .. } => {
                 self.status = SubscriptionStatus::PastDue;
                 self.past_due_since.get_or_insert(at);
@@ -272,7 +428,14 @@ impl Subscription {
             }
             SubscriptionEvent::CancellationScheduled { .. } => self.cancel_at_period_end = true,
             SubscriptionEvent::CancellationWithdrawn {} => self.cancel_at_period_end = false,
-            SubscriptionEvent::CancellationTookEffect { .. } => self.end_paid_period(),
+            SubscriptionEvent::CancellationTookEffect { .. } => {
+                // The subscription is over here: no later report revives it.
+                if let Some(id) = self.stripe_subscription_id.clone() {
+                    let ended_at = self.current_period_end.unwrap_or(DateTime::<Utc>::MIN_UTC);
+                    self.stripe_reports.entry(id).or_default().ended_at = Some(ended_at);
+                }
+                self.end_paid_period();
+            }
             SubscriptionEvent::OverridesSet { overrides } => self.overrides = overrides,
             SubscriptionEvent::GracePeriodGranted { until, .. } => self.grace_until = Some(until),
             SubscriptionEvent::LegacyTierMigrated { from, grace_until } => {
