@@ -3,7 +3,7 @@
 
 use crate::devtools::local_pg::LocalPostgres;
 use crate::settings::Settings;
-use crate::startup::{Application, connect, database_url, migrate};
+use crate::startup::{Application, connect, database_urls, prepare_database};
 use crate::telemetry;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
@@ -177,8 +177,7 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            let pool = connect(&database_url(&settings).await?, 2).await?;
-            migrate(&pool).await?;
+            prepare_database(&settings).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -230,8 +229,13 @@ async fn replay(settings: Settings, action: ReplayAction) -> anyhow::Result<()> 
     if let ReplayAction::Bench { events } = action {
         return crate::devtools::bench::replay(settings, events).await;
     }
-    let pool = connect(&database_url(&settings).await?, 6).await?;
-    migrate(&pool).await?;
+    let serving = prepare_database(&settings).await?;
+    // A rebuild swaps tables (DDL): the owner's work, not the server's.
+    let url = match action {
+        ReplayAction::Rebuild { .. } => database_urls(&settings).await?.owner,
+        _ => serving,
+    };
+    let pool = connect(&url, 6).await?;
     match action {
         ReplayAction::Verify { tenant, public_key, .. } => {
             let key = match public_key {

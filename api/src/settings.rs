@@ -47,8 +47,13 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// Where the event log lives; without it a local cluster is provisioned.
+    /// Where the event log lives, as the serving credential (a login role in
+    /// `coverwatch_app`: no DDL, events only read and appended); without it
+    /// a local cluster is provisioned.
     pub url: Option<SecretString>,
+    /// The owner's credential: migrations (and `replay rebuild`) run with
+    /// it, never the server. Without it, `url` migrates too (one role).
+    pub owner_url: Option<SecretString>,
     pub pool_size: u32,
     /// Connections for long reads (exports, verification, state as of),
     /// apart from the pool that serves ordinary requests.
@@ -59,6 +64,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
+            owner_url: None,
             pool_size: 20,
             streaming_pool_size: 6,
         }
@@ -325,6 +331,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("COVERWATCH_PRODUCTION", "production"),
     ("DATABASE_URL", "database.url"),
     ("COVERWATCH_DATABASE_URL", "database.url"),
+    ("COVERWATCH_DATABASE_OWNER_URL", "database.owner_url"),
     ("COVERWATCH_DATABASE_POOL_SIZE", "database.pool_size"),
     (
         "COVERWATCH_DATABASE_STREAMING_POOL_SIZE",
@@ -421,6 +428,16 @@ impl Settings {
             .is_none_or(|url| url.expose_secret().trim().is_empty())
         {
             missing.push("database.url (DATABASE_URL): production never provisions a local cluster");
+        }
+        if self
+            .database
+            .owner_url
+            .as_ref()
+            .is_none_or(|url| url.expose_secret().trim().is_empty())
+        {
+            missing.push(
+                "database.owner_url (COVERWATCH_DATABASE_OWNER_URL): migrations run as the tables' owner, the server as a role that cannot rewrite them",
+            );
         }
         if self
             .audit

@@ -21,6 +21,7 @@ use coverwatch_commands::adapters::aws::Discovery;
 use coverwatch_commands::services::{
     BillingService, CloudAccountService, CloudOrganizationService, DetectionService, TenantService,
 };
+use coverwatch_commands::snapshots::SnapshotKey;
 use coverwatch_commands::workflows::{ConnectMembers, DerivedDetections, DiscoveryWorkflow, UsageThresholds, schedule};
 use coverwatch_commands::{
     CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, ReadModels, SubscriptionCommands,
@@ -73,16 +74,91 @@ fn refuse_incomplete_production(settings: &Settings) -> anyhow::Result<()> {
     )
 }
 
-/// The database URL: the configured one, else the provisioned local cluster.
-pub async fn database_url(settings: &Settings) -> anyhow::Result<SecretString> {
+/// The login role the embedded default serves as: a member of
+/// `coverwatch_app` (created by the migrations), whose grants are all it has.
+pub const LOCAL_SERVING_ROLE: &str = "coverwatch_server";
+
+/// The two credentials: the one the server uses, and the owner's, which
+/// migrates.
+pub struct DatabaseUrls {
+    pub serving: SecretString,
+    pub owner: SecretString,
+}
+
+/// The configured credentials (the owner's defaults to the serving one),
+/// else the provisioned local cluster: its superuser migrates, the server
+/// logs in as `coverwatch_server`.
+pub async fn database_urls(settings: &Settings) -> anyhow::Result<DatabaseUrls> {
     match &settings.database.url {
-        Some(url) => Ok(url.clone()),
+        Some(url) => Ok(DatabaseUrls {
+            serving: url.clone(),
+            owner: settings.database.owner_url.clone().unwrap_or_else(|| url.clone()),
+        }),
         None if settings.production => anyhow::bail!("production needs database.url (DATABASE_URL)"),
-        None => Ok(LocalPostgres::new(&settings.local.dir, settings.local.port)?
-            .ensure_running()
-            .await?
-            .into()),
+        None => {
+            let local = LocalPostgres::new(&settings.local.dir, settings.local.port)?;
+            let owner = local.ensure_running().await?;
+            Ok(DatabaseUrls {
+                serving: local.url_as(LOCAL_SERVING_ROLE, "coverwatch").into(),
+                owner: owner.into(),
+            })
+        }
     }
+}
+
+/// Migrates with the owner's credential and returns the serving one (for
+/// the embedded default, its login role is created here).
+pub async fn prepare_database(settings: &Settings) -> anyhow::Result<SecretString> {
+    let urls = database_urls(settings).await?;
+    let owner = connect(&urls.owner, 2).await?;
+    migrate(&owner).await?;
+    if settings.database.url.is_none() {
+        ensure_serving_role(&owner, LOCAL_SERVING_ROLE).await?;
+    }
+    owner.close().await;
+    Ok(urls.serving)
+}
+
+/// A login role with `coverwatch_app`'s grants and nothing else (the
+/// embedded default and the tests; elsewhere the operator creates it).
+pub async fn ensure_serving_role(owner: &PgPool, role: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        role.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "a role name of lowercase letters and underscores"
+    );
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(owner)
+        .await?;
+    if !exists {
+        // Two processes may race here; the loser's error is harmless.
+        let _ = sqlx::query(&format!("CREATE ROLE {role} LOGIN IN ROLE coverwatch_app"))
+            .execute(owner)
+            .await;
+    }
+    Ok(())
+}
+
+/// The serving credential must not own the event log (the owner can
+/// disable its triggers and rewrite it): refused in production, a warning
+/// otherwise.
+async fn refuse_owning_credential(pool: &PgPool, production: bool) -> anyhow::Result<()> {
+    let owns: Option<bool> = sqlx::query_scalar(
+        "SELECT pg_has_role(current_user, tableowner, 'USAGE') FROM pg_tables
+          WHERE schemaname = 'public' AND tablename = 'events'",
+    )
+    .fetch_optional(pool)
+    .await
+    .context("checking who owns the event log")?;
+    if owns == Some(true) {
+        anyhow::ensure!(
+            !production,
+            "refusing to serve as the owner of the event log: set database.url to a role in coverwatch_app \
+             and database.owner_url to the owner"
+        );
+        tracing::warn!("serving as the owner of the event log: use a role in coverwatch_app (see README)");
+    }
+    Ok(())
 }
 
 pub async fn connect(url: &SecretString, size: u32) -> anyhow::Result<PgPool> {
@@ -110,15 +186,15 @@ struct Aggregates {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         refuse_incomplete_production(&settings)?;
-        let url = database_url(&settings).await?;
+        let url = prepare_database(&settings).await?;
         let pool = connect(&url, settings.database.pool_size).await?;
-        migrate(&pool).await?;
         Self::build_with(settings, pool, Arc::new(SystemClock)).await
     }
 
     /// Build on an existing pool with a given clock (tests control time).
     pub async fn build_with(settings: Settings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         refuse_incomplete_production(&settings)?;
+        refuse_owning_credential(&pool, settings.production).await?;
         let (wake_tx, wake) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let streaming_options = pool.connect_options();
@@ -126,20 +202,38 @@ impl Application {
         let catalog = Arc::new(settings.plan_catalog()?);
         let stripe = settings.stripe()?;
         let services = || TenantServices { clock: clock.clone() };
+        let snapshot_key = SnapshotKey::new(signer.derive_secret("aggregate-snapshots"));
         let aggregates = Aggregates {
-            tenants: Arc::new(TenantCommands::new(pool.clone(), services(), wake_tx.clone())),
+            tenants: Arc::new(TenantCommands::new(
+                pool.clone(),
+                services(),
+                wake_tx.clone(),
+                &snapshot_key,
+            )),
             subscriptions: Arc::new(SubscriptionCommands::new(
                 pool.clone(),
                 BillingService::aggregate_services(clock.clone(), catalog.clone(), stripe.as_ref()),
                 wake_tx.clone(),
+                &snapshot_key,
             )),
-            cloud_accounts: Arc::new(CloudAccountsCommands::new(pool.clone(), services(), wake_tx.clone())),
+            cloud_accounts: Arc::new(CloudAccountsCommands::new(
+                pool.clone(),
+                services(),
+                wake_tx.clone(),
+                &snapshot_key,
+            )),
             cloud_organizations: Arc::new(CloudOrganizationCommands::new(
                 pool.clone(),
                 services(),
                 wake_tx.clone(),
+                &snapshot_key,
             )),
-            detections: Arc::new(DetectionCommands::new(pool.clone(), services(), wake_tx.clone())),
+            detections: Arc::new(DetectionCommands::new(
+                pool.clone(),
+                services(),
+                wake_tx.clone(),
+                &snapshot_key,
+            )),
         };
         let billing = Arc::new(BillingService {
             subscriptions: aggregates.subscriptions.clone(),

@@ -4,6 +4,7 @@
 use crate::error::CommandError;
 use crate::idempotency;
 use crate::metadata::CommandMetadata;
+use crate::snapshots::{SealedSnapshots, SnapshotKey};
 use anyhow::Context;
 use coverwatch_domain::subscription::Subscription;
 use cqrs_es::persist::PersistedEventStore;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+type Store<A> = PersistedEventStore<SealedSnapshots, A>;
 
 /// The id of the next command: random, or under an idempotency key the one
 /// derived for the request's next step (with the key's hash).
@@ -42,13 +43,15 @@ pub type DetectionCommands = Commands<coverwatch_domain::detection::Detection>;
 
 /// Loading a tenant reads its latest snapshot and the events after it, so a
 /// command costs the same on the thousandth event as on the first. Snapshots
-/// are a cache of the fold, never a source of truth: a migration that changes
-/// the aggregate's serialized shape deletes them (new fields take
-/// `#[serde(default)]`).
+/// are a cache of the fold, never a source of truth: sealed by the server
+/// (`crate::snapshots`), so one the log never produced is not used, and a
+/// migration that changes the aggregate's serialized shape deletes them (new
+/// fields take `#[serde(default)]`).
 const SNAPSHOT_EVERY: usize = 20;
 
-fn snapshot_store<A: Aggregate>(pool: &PgPool) -> Store<A> {
-    PersistedEventStore::new_snapshot_store(PostgresEventRepository::new(pool.clone()), SNAPSHOT_EVERY)
+fn snapshot_store<A: Aggregate>(pool: &PgPool, key: &SnapshotKey) -> Store<A> {
+    let repository = SealedSnapshots::new(PostgresEventRepository::new(pool.clone()), key.clone(), SNAPSHOT_EVERY);
+    PersistedEventStore::new_snapshot_store(repository, SNAPSHOT_EVERY)
 }
 
 /// Where a successful command left the aggregate.
@@ -74,11 +77,12 @@ where
 {
     /// `committed` is bumped after every append, so in-process subscribers
     /// poll at once instead of waiting for their next tick.
-    pub fn new(pool: PgPool, services: A::Services, committed: Arc<watch::Sender<u64>>) -> Self {
-        let cqrs = CqrsFramework::new(snapshot_store(&pool), vec![], services);
+    /// Snapshots are sealed with `key` (`crate::snapshots`).
+    pub fn new(pool: PgPool, services: A::Services, committed: Arc<watch::Sender<u64>>, key: &SnapshotKey) -> Self {
+        let cqrs = CqrsFramework::new(snapshot_store(&pool, key), vec![], services);
         Self {
             cqrs,
-            store: snapshot_store(&pool),
+            store: snapshot_store(&pool, key),
             pool,
             committed,
         }

@@ -9,7 +9,7 @@
 //! * `consistency` (waiting for read models), `log` (lookups in the event
 //!   log), `idempotency` (the `Idempotency-Key` store), `rate_limits` (the
 //!   rate limits' shared counters), `secrets` (keys and tokens, stored
-//!   hashed).
+//!   hashed), `snapshots` (sealed aggregate snapshots).
 
 pub mod adapters;
 pub mod consistency;
@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod rate_limits;
 pub mod secrets;
 pub mod services;
+pub mod snapshots;
 pub mod workflows;
 
 pub use consistency::ReadModels;

@@ -6,6 +6,7 @@ pub mod attack;
 pub mod clock;
 pub mod cloud;
 pub mod detection;
+pub mod emit;
 pub mod ids;
 pub mod plans;
 pub mod subscription;

@@ -49,7 +49,8 @@ pub fn coverwatch_binary() -> PathBuf {
 fn start_subscribers(database_url: &str) -> tokio::process::Child {
     tokio::process::Command::new(coverwatch_binary())
         .args(["serve", "--subscribers-only"])
-        .env("DATABASE_URL", database_url)
+        .env("DATABASE_URL", crate::helpers::serving_url(database_url))
+        .env("COVERWATCH_DATABASE_OWNER_URL", database_url)
         // Small batches: more commits, more moments to be killed in between.
         .env("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "7")
         .env("COVERWATCH_AUDIT_SIGNING_KEY", crate::helpers::SIGNING_KEY)

@@ -69,6 +69,17 @@ async fn server_url(database: &str) -> String {
     local.url(database)
 }
 
+/// The login role the servers under test use: `coverwatch_app`'s grants
+/// and nothing else, as in production (the tests' own pool is the owner's).
+pub const SERVING_ROLE: &str = coverwatch_api::startup::LOCAL_SERVING_ROLE;
+
+/// `url` with the serving role as its user (the cluster trusts local logins).
+pub fn serving_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{SERVING_ROLE}@{host}")
+}
+
 fn migrations_fingerprint() -> String {
     let mut hasher = Sha256::new();
     for migration in MIGRATOR.iter() {
@@ -102,6 +113,9 @@ async fn ensure_template(admin: &mut PgConnection) {
             .unwrap();
         let pool = PgPool::connect(&server_url(TEMPLATE).await).await.unwrap();
         MIGRATOR.run(&pool).await.expect("migrations apply to the template");
+        coverwatch_api::startup::ensure_serving_role(&pool, SERVING_ROLE)
+            .await
+            .expect("the serving role exists");
         pool.close().await;
         sqlx::query(&format!("COMMENT ON DATABASE {TEMPLATE} IS '{fingerprint}'"))
             .execute(&mut *admin)
@@ -130,7 +144,8 @@ pub async fn fresh_database() -> String {
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::defaults();
     settings.http.bind = "127.0.0.1:0".into();
-    settings.database.url = Some(database_url.to_owned().into());
+    settings.database.url = Some(serving_url(database_url).into());
+    settings.database.owner_url = Some(database_url.to_owned().into());
     settings.http.admin_token = Some(ADMIN_TOKEN.to_owned().into());
     settings.database.pool_size = 10;
     settings.audit.signing_key = Some(SIGNING_KEY.to_owned().into());
@@ -164,9 +179,19 @@ pub async fn spawn_app_on(
     serve(settings, pool, database_url, clock).await
 }
 
-/// Builds the application on `pool` and serves it on port 0.
+/// Builds the application (serving as the serving role, whatever `pool`,
+/// the test's own, is) and serves it on port 0.
 async fn serve(settings: Settings, pool: PgPool, database_url: String, clock: Arc<dyn Clock>) -> TestApp {
-    let app = Application::build_with(settings, pool.clone(), clock)
+    use secrecy::ExposeSecret;
+    let serving = settings
+        .database
+        .url
+        .as_ref()
+        .expect("a serving URL")
+        .expose_secret()
+        .to_owned();
+    let serving_pool = PgPool::connect(&serving).await.expect("the serving role connects");
+    let app = Application::build_with(settings, serving_pool, clock)
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());

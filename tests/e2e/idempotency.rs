@@ -178,7 +178,14 @@ async fn doomed_api(database_url: &str) -> (tokio::process::Child, String) {
     let port = crate::helpers::free_port();
     let child = tokio::process::Command::new(crate::crash::coverwatch_binary())
         .args(["serve", "--api-only"])
-        .env("DATABASE_URL", format!("{database_url}?application_name=doomed-api"))
+        .env(
+            "DATABASE_URL",
+            format!(
+                "{}?application_name=doomed-api",
+                crate::helpers::serving_url(database_url)
+            ),
+        )
+        .env("COVERWATCH_DATABASE_OWNER_URL", database_url)
         .env("COVERWATCH_BIND", format!("127.0.0.1:{port}"))
         .env("COVERWATCH_AUDIT_SIGNING_KEY", SIGNING_KEY)
         .env("COVERWATCH_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -394,7 +394,8 @@ async fn a_killed_publisher_resumes_from_its_checkpoint_with_duplicates_only_aft
     let start = |app: &TestApp| {
         tokio::process::Command::new(crate::crash::coverwatch_binary())
             .args(["serve", "--subscribers-only"])
-            .env("DATABASE_URL", &app.database_url)
+            .env("DATABASE_URL", crate::helpers::serving_url(&app.database_url))
+            .env("COVERWATCH_DATABASE_OWNER_URL", &app.database_url)
             .env("COVERWATCH_AUDIT_SIGNING_KEY", crate::helpers::SIGNING_KEY)
             .env("COVERWATCH_KAFKA_BROKERS", broker.address())
             .env("COVERWATCH_KAFKA_PARTITIONS", "3")

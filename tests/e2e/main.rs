@@ -15,6 +15,7 @@ mod isolation;
 mod kafka;
 mod members;
 mod openapi;
+mod privileges;
 mod rate_limits;
 mod read_models;
 mod replay;

@@ -377,22 +377,34 @@ async fn production_refuses_to_start_without_its_own_key_database_and_principal(
         .err()
         .expect("refused")
         .to_string();
-    for missing in ["database.url", "audit.signing_key", "aws.principal_arn"] {
+    for missing in [
+        "database.url",
+        "database.owner_url",
+        "audit.signing_key",
+        "aws.principal_arn",
+    ] {
         assert!(error.contains(missing), "{missing} is named: {error}");
     }
-    // Configured, it starts (on a fresh database).
+    // Configured, it starts (on a fresh database), serving as a role that
+    // does not own the log.
     let database_url = crate::helpers::fresh_database().await;
-    settings.database.url = Some(database_url.clone().into());
+    let serving = crate::helpers::serving_url(&database_url);
+    settings.database.url = Some(serving.clone().into());
+    settings.database.owner_url = Some(database_url.clone().into());
     settings.audit.signing_key = Some(crate::helpers::SIGNING_KEY.to_owned().into());
     settings.aws.principal_arn = "arn:aws:iam::111122223333:role/Coverwatch".into();
     settings.http.bind = "127.0.0.1:0".into();
-    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
-    let application = coverwatch_api::Application::build_with(
-        settings,
-        pool,
-        std::sync::Arc::new(coverwatch_domain::clock::SystemClock),
-    )
-    .await
-    .expect("a complete production configuration starts");
+    let clock = || std::sync::Arc::new(coverwatch_domain::clock::SystemClock);
+    let owner = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let refused = coverwatch_api::Application::build_with(settings.clone(), owner, clock())
+        .await
+        .err()
+        .expect("serving as the log's owner is refused")
+        .to_string();
+    assert!(refused.contains("owner of the event log"), "{refused}");
+    let pool = sqlx::PgPool::connect(&serving).await.unwrap();
+    let application = coverwatch_api::Application::build_with(settings, pool, clock())
+        .await
+        .expect("a complete production configuration starts");
     assert!(application.port() > 0);
 }

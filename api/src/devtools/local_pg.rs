@@ -23,7 +23,12 @@ impl LocalPostgres {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        self.url_as(SUPERUSER, database)
+    }
+
+    /// The URL of `database` as `role` (the cluster trusts local logins).
+    pub fn url_as(&self, role: &str, database: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{database}", self.port)
     }
 
     pub fn bin_dir(&self) -> anyhow::Result<PathBuf> {

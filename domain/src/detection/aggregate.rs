@@ -28,9 +28,7 @@ impl Aggregate for Detection {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
+        crate::emit::emit(self, sink, self.decide(command)?).await;
         Ok(())
     }
 

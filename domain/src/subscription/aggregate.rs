@@ -84,9 +84,7 @@ impl Aggregate for Subscription {
                 .await
                 .map_err(SubscriptionError::Gateway)?,
         }
-        for event in events {
-            sink.write(event, self).await;
-        }
+        crate::emit::emit(self, sink, events).await;
         Ok(())
     }
 

@@ -51,9 +51,7 @@ impl Aggregate for Tenant {
                 actual: self.version,
             });
         }
-        for event in self.decide(command.command, services.clock.now())? {
-            sink.write(event, self).await;
-        }
+        crate::emit::emit(self, sink, self.decide(command.command, services.clock.now())?).await;
         Ok(())
     }
 

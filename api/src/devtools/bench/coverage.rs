@@ -12,6 +12,7 @@ use super::{fresh_database, serve};
 use crate::devtools::local_pg::LocalPostgres;
 use crate::settings::Settings;
 use anyhow::Context;
+use coverwatch_commands::snapshots::SnapshotKey;
 use coverwatch_commands::{CloudAccountsCommands, CloudOrganizationCommands, CommandMetadata, DetectionCommands};
 use coverwatch_domain::attack::{self, Confidence, PlatformSet, TechniqueId};
 use coverwatch_domain::cloud::hierarchy::{DiscoveredAccount, DiscoveredHierarchy, DiscoveredOu};
@@ -89,9 +90,10 @@ pub async fn run(settings: Settings, accounts: usize, detections: usize, queries
     let (wake, _) = tokio::sync::watch::channel(0u64);
     let wake = Arc::new(wake);
     let services = || TenantServices::default();
-    let organizations = CloudOrganizationCommands::new(pool.clone(), services(), wake.clone());
-    let cloud_accounts = CloudAccountsCommands::new(pool.clone(), services(), wake.clone());
-    let detection_commands = Arc::new(DetectionCommands::new(pool.clone(), services(), wake.clone()));
+    let sealing = SnapshotKey::new(settings.audit_signer()?.derive_secret("aggregate-snapshots"));
+    let organizations = CloudOrganizationCommands::new(pool.clone(), services(), wake.clone(), &sealing);
+    let cloud_accounts = CloudAccountsCommands::new(pool.clone(), services(), wake.clone(), &sealing);
+    let detection_commands = Arc::new(DetectionCommands::new(pool.clone(), services(), wake.clone(), &sealing));
     let metadata = CommandMetadata::system(tenant_id);
     let org_id = OrganizationId::generate();
     organizations

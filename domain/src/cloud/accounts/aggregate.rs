@@ -32,7 +32,7 @@ impl Aggregate for CloudAccounts {
             CloudAccountsCommand::Connect { account, max_accounts } => self.connect(tenant_id, account, max_accounts),
             CloudAccountsCommand::Disconnect { account_id } => self.disconnect(tenant_id, account_id),
         }?;
-        sink.write(event, self).await;
+        crate::emit::emit(self, sink, [event]).await;
         Ok(())
     }
 

@@ -47,20 +47,15 @@ impl Aggregate for CloudOrganization {
         if events.is_empty() {
             return Ok(());
         }
-        for event in events {
-            sink.write(event, self).await;
-        }
+        let after = crate::emit::emit(self, sink, events).await;
         // The status is derived: record it whenever the events moved it.
-        let derived = self.derived_status();
-        if derived != self.status {
-            sink.write(
-                CloudOrganizationEvent::OrganizationStatusChanged {
-                    from: self.status,
-                    to: derived,
-                },
-                self,
-            )
-            .await;
+        let derived = after.derived_status();
+        if derived != after.status {
+            let changed = CloudOrganizationEvent::OrganizationStatusChanged {
+                from: after.status,
+                to: derived,
+            };
+            crate::emit::emit(&after, sink, [changed]).await;
         }
         Ok(())
     }
