@@ -9,6 +9,7 @@ mod crash;
 mod discovery;
 mod errors;
 mod event_log;
+mod fuzz;
 mod helpers;
 mod idempotency;
 mod isolation;
