@@ -23,14 +23,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply migrations, then serve the API and run the log subscribers.
+    /// Apply migrations, then serve the API, run the log subscribers and the
+    /// job workers (scans, discoveries).
     Serve {
-        /// Serve the API only; subscribers run in another process.
-        #[arg(long, conflicts_with = "subscribers_only")]
+        /// Serve the API only; subscribers and job workers run elsewhere.
+        #[arg(long, conflicts_with_all = ["subscribers_only", "workers_only"])]
         api_only: bool,
-        /// Run the log subscribers only, no HTTP.
-        #[arg(long)]
+        /// Run the log subscribers only, no HTTP, no jobs.
+        #[arg(long, conflicts_with = "workers_only")]
         subscribers_only: bool,
+        /// Run the job workers only: add one such process per unit of
+        /// scanning throughput wanted.
+        #[arg(long)]
+        workers_only: bool,
     },
     /// Apply the database migrations and exit.
     Migrate,
@@ -167,9 +172,11 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve {
             api_only,
             subscribers_only,
+            workers_only,
         } => {
-            settings.subscribers.enabled = !api_only;
-            settings.http.enabled = !subscribers_only;
+            settings.subscribers.enabled = !api_only && !workers_only;
+            settings.http.enabled = !subscribers_only && !workers_only;
+            settings.jobs.enabled &= !api_only && !subscribers_only;
             let app = Application::build(settings.clone()).await?;
             if settings.http.enabled {
                 tracing::info!(bind = %settings.http.bind, port = app.port(), "coverwatch is serving");

@@ -189,6 +189,15 @@ impl From<CommandError> for ApiError {
                         used,
                         limit,
                     },
+                    E::Rule(message) => Self::Unprocessable(message),
+                    E::Unchanged => Self::Conflict("nothing to change".into()),
+                }
+            }
+            CommandError::Inventory(error) => {
+                use coverwatch_domain::scan::inventory::InventoryError as E;
+                match error {
+                    E::OtherAccount => Self::Conflict(error.to_string()),
+                    E::Rule(message) => Self::Unprocessable(message),
                 }
             }
             CommandError::CloudOrganization(error) => {

@@ -42,6 +42,37 @@ pub struct Settings {
     pub billing: BillingSettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub jobs: JobSettings,
+}
+
+/// Durable jobs (scans and discoveries) in this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Run job workers here (off for `--api-only` and `--subscribers-only`).
+    pub enabled: bool,
+    /// Jobs of each kind one process runs at once (accounts scanned in
+    /// parallel).
+    pub concurrency: usize,
+    /// A job whose worker is silent this long is taken over by another.
+    pub heartbeat_secs: u64,
+    /// How often idle workers look for work (new jobs wake them at once).
+    pub poll_ms: u64,
+    /// Start the scans the plans schedule (the upkeep loop's process).
+    pub scheduled_scans: bool,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 8,
+            heartbeat_secs: 15,
+            poll_ms: 5_000,
+            scheduled_scans: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +385,11 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("COVERWATCH_AUTH_FAILURES_PER_HOUR", "http.auth_failures_per_hour"),
     ("COVERWATCH_TRUSTED_PROXY_HOPS", "http.trusted_proxy_hops"),
     ("COVERWATCH_IDEMPOTENCY_LEASE_SECS", "http.idempotency_lease_secs"),
+    ("COVERWATCH_JOBS", "jobs.enabled"),
+    ("COVERWATCH_JOB_CONCURRENCY", "jobs.concurrency"),
+    ("COVERWATCH_JOB_HEARTBEAT_SECS", "jobs.heartbeat_secs"),
+    ("COVERWATCH_JOB_POLL_MS", "jobs.poll_ms"),
+    ("COVERWATCH_SCHEDULED_SCANS", "jobs.scheduled_scans"),
     ("COVERWATCH_METRICS_TOKEN", "http.metrics_token"),
     ("COVERWATCH_METRICS_BIND", "http.metrics_bind"),
     ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),
@@ -547,6 +583,15 @@ impl Settings {
     }
 
     /// Where the AWS SDK goes, with which base credentials.
+    pub fn jobs(&self) -> coverwatch_commands::workflows::jobs::JobSettings {
+        coverwatch_commands::workflows::jobs::JobSettings {
+            concurrency: self.jobs.concurrency.max(1),
+            heartbeat: Duration::from_secs(self.jobs.heartbeat_secs.max(1)),
+            poll: Duration::from_millis(self.jobs.poll_ms.max(100)),
+            ..Default::default()
+        }
+    }
+
     pub fn aws(&self) -> coverwatch_commands::adapters::aws::AwsSettings {
         use secrecy::ExposeSecret;
         let aws = &self.aws;

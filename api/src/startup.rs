@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::routes::{
     admin, admin_billing, api_keys, audit, auditors, billing, cloud_accounts, cloud_organizations, coverage,
-    detections, health, invitations, members, metrics, organization_members, tenants,
+    detections, health, invitations, members, metrics, organization_members, scans, tenants,
 };
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -18,14 +18,18 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use coverwatch_commands::adapters::aws::Discovery;
+use coverwatch_commands::adapters::aws::scan::Scanner;
 use coverwatch_commands::services::{
     BillingService, CloudAccountService, CloudOrganizationService, DetectionService, TenantService,
 };
 use coverwatch_commands::snapshots::SnapshotKey;
-use coverwatch_commands::workflows::{ConnectMembers, DerivedDetections, DiscoveryWorkflow, UsageThresholds, schedule};
+use coverwatch_commands::workflows::jobs::{self, JobSettings, JobTask};
+use coverwatch_commands::workflows::{
+    ConnectMembers, DerivedDetections, DiscoveryWorkflow, ScanWorkflow, UsageThresholds, schedule,
+};
 use coverwatch_commands::{
-    CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, ReadModels, SubscriptionCommands,
-    TenantCommands,
+    CloudAccountsCommands, CloudOrganizationCommands, DetectionCommands, InventoryCommands, ReadModels,
+    SubscriptionCommands, TenantCommands,
 };
 use coverwatch_domain::clock::{Clock, SystemClock};
 use coverwatch_domain::tenant::TenantServices;
@@ -59,6 +63,10 @@ pub struct Application {
     billing: Arc<BillingService>,
     settle_interval: Duration,
     wake: watch::Receiver<u64>,
+    /// The job workers this process runs (scans and discoveries).
+    workers: Option<Workers>,
+    /// Set when this process's upkeep loop starts scheduled scans.
+    scheduled_scans: Option<Arc<ScanWorkflow>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -169,8 +177,28 @@ pub async fn connect(url: &SecretString, size: u32) -> anyhow::Result<PgPool> {
         .context("connecting to PostgreSQL")
 }
 
+/// Coverwatch's migrations, then the job queue's (its own schema,
+/// `underway`), whose tables the serving role may use.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying migrations")
+    MIGRATOR.run(pool).await.context("applying migrations")?;
+    underway::run_migrations(pool)
+        .await
+        .context("applying the job queue's migrations")?;
+    sqlx::raw_sql(
+        "GRANT USAGE ON SCHEMA underway TO coverwatch_app;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA underway TO coverwatch_app;",
+    )
+    .execute(pool)
+    .await
+    .context("granting the job queue to coverwatch_app")?;
+    Ok(())
+}
+
+/// What the job workers of this process run.
+struct Workers {
+    discovery: Arc<DiscoveryWorkflow>,
+    scans: Arc<ScanWorkflow>,
+    settings: JobSettings,
 }
 
 /// The command frameworks, one per aggregate, sharing the wake-up signal
@@ -193,6 +221,9 @@ impl Application {
 
     /// Build on an existing pool with a given clock (tests control time).
     pub async fn build_with(settings: Settings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // One TLS crypto provider for the process (the job queue's
+        // dependencies compile a second one; rustls cannot pick by itself).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         refuse_incomplete_production(&settings)?;
         refuse_owning_credential(&pool, settings.production).await?;
         let (wake_tx, wake) = watch::channel(0u64);
@@ -278,6 +309,43 @@ impl Application {
             settings.http.public_url.trim_end_matches('/')
         ));
         let aws = Discovery::new(&settings.aws()).await;
+        let job_settings = settings.jobs();
+        let discovery = Arc::new(DiscoveryWorkflow {
+            aws: aws.clone(),
+            organizations: aggregates.cloud_organizations.clone(),
+            accounts: aggregates.cloud_accounts.clone(),
+            billing: billing.clone(),
+            catalog: catalog.clone(),
+            pool: pool.clone(),
+            read_models: read_models.clone(),
+            queue: Arc::new(
+                jobs::queue(&pool, "coverwatch-discovery")
+                    .await
+                    .context("the discovery queue")?,
+            ),
+            jobs: job_settings.clone(),
+        });
+        let scans = Arc::new(ScanWorkflow {
+            scanner: Scanner::new(&settings.aws()).await,
+            inventory: Arc::new(InventoryCommands::new(
+                pool.clone(),
+                services(),
+                wake_tx.clone(),
+                &snapshot_key,
+            )),
+            accounts: aggregates.cloud_accounts.clone(),
+            organizations: aggregates.cloud_organizations.clone(),
+            billing: billing.clone(),
+            pool: pool.clone(),
+            queue: Arc::new(jobs::queue(&pool, "coverwatch-scan").await.context("the scan queue")?),
+            jobs: job_settings.clone(),
+        });
+        let workers = settings.jobs.enabled.then(|| Workers {
+            discovery: discovery.clone(),
+            scans: scans.clone(),
+            settings: job_settings,
+        });
+        let scheduled_scans = (settings.jobs.scheduled_scans).then(|| scans.clone());
         let state = AppState {
             pool: pool.clone(),
             tenants: Arc::new(TenantService {
@@ -290,6 +358,7 @@ impl Application {
                 accounts: aggregates.cloud_accounts.clone(),
                 organizations: aggregates.cloud_organizations.clone(),
                 billing: billing.clone(),
+                aws: aws.clone(),
             }),
             cloud_organizations: Arc::new(CloudOrganizationService {
                 organizations: aggregates.cloud_organizations.clone(),
@@ -301,15 +370,8 @@ impl Application {
                 billing: billing.clone(),
                 catalog: catalog.clone(),
             }),
-            discovery: Arc::new(DiscoveryWorkflow {
-                aws: aws.clone(),
-                organizations: aggregates.cloud_organizations.clone(),
-                accounts: aggregates.cloud_accounts.clone(),
-                billing: billing.clone(),
-                catalog: catalog.clone(),
-                pool: pool.clone(),
-                read_models: read_models.clone(),
-            }),
+            discovery,
+            scans,
             connect_members: Arc::new(ConnectMembers {
                 aws,
                 accounts: aggregates.cloud_accounts.clone(),
@@ -367,6 +429,8 @@ impl Application {
             router: router(state),
             runtime,
             billing,
+            workers,
+            scheduled_scans,
             settle_interval: Duration::from_millis(settings.subscribers.settle_interval_ms),
             wake,
             shutdown: watch::channel(false).0,
@@ -409,10 +473,28 @@ impl Application {
         if subscribers.is_some() {
             tokio::spawn(schedule::run(
                 self.billing.clone(),
+                self.scheduled_scans.clone(),
                 self.settle_interval,
                 self.shutdown.subscribe(),
             ));
         }
+        let workers = self.workers.map(|workers| {
+            let stop = || self.shutdown.subscribe();
+            [
+                jobs::spawn_worker(
+                    workers.discovery.queue.clone(),
+                    JobTask(workers.discovery.clone()),
+                    &workers.settings,
+                    stop(),
+                ),
+                jobs::spawn_worker(
+                    workers.scans.queue.clone(),
+                    JobTask(workers.scans.clone()),
+                    &workers.settings,
+                    stop(),
+                ),
+            ]
+        });
         if let Some((listener, router)) = self.metrics {
             let mut stop = self.shutdown.subscribe();
             tokio::spawn(async move {
@@ -440,6 +522,11 @@ impl Application {
         }
         if let Some(subscribers) = subscribers {
             subscribers.await.context("subscriber runtime")?;
+        }
+        if let Some(workers) = workers {
+            for worker in workers {
+                worker.await.context("job worker")?;
+            }
         }
         Ok(())
     }
@@ -549,6 +636,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(cloud_accounts::connect_account, cloud_accounts::list_accounts))
         .routes(routes!(cloud_accounts::get_account))
         .routes(routes!(cloud_accounts::disconnect_account))
+        .routes(routes!(scans::scan_account))
+        .routes(routes!(scans::scan_organization))
+        .routes(routes!(scans::get_run))
+        .routes(routes!(scans::get_inventory))
+        .routes(routes!(scans::set_account_regions))
+        .routes(routes!(scans::set_organization_regions))
         .routes(routes!(
             cloud_organizations::register_organization,
             cloud_organizations::list_organizations

@@ -26,6 +26,7 @@ pub struct AppState {
     pub cloud_organizations: Arc<CloudOrganizationService>,
     pub detections: Arc<DetectionService>,
     pub discovery: Arc<DiscoveryWorkflow>,
+    pub scans: Arc<coverwatch_commands::workflows::ScanWorkflow>,
     pub connect_members: Arc<ConnectMembers>,
     pub catalog: Arc<PlanCatalog>,
     pub tenant_limits: Arc<TenantLimits>,

@@ -3,6 +3,7 @@
 
 use coverwatch_domain::cloud::{CloudAccountsError, CloudOrganizationError};
 use coverwatch_domain::detection::DetectionError;
+use coverwatch_domain::scan::inventory::InventoryError;
 use coverwatch_domain::subscription::SubscriptionError;
 use coverwatch_domain::tenant::TenantError;
 
@@ -19,6 +20,8 @@ pub enum CommandError {
     CloudOrganization(#[from] CloudOrganizationError),
     #[error(transparent)]
     Detection(#[from] DetectionError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
     /// Another command changed the aggregate first, or a unique rule enforced
     /// by the log (such as a tenant slug) was already taken.
     #[error("the resource was changed concurrently")]

@@ -40,6 +40,8 @@ pub type CloudAccountsCommands = Commands<coverwatch_domain::cloud::CloudAccount
 pub type CloudOrganizationCommands = Commands<coverwatch_domain::cloud::CloudOrganization>;
 /// Detections (under their own ids).
 pub type DetectionCommands = Commands<coverwatch_domain::detection::Detection>;
+/// Accounts' scan inventories (under `inventory_id(tenant, account)`).
+pub type InventoryCommands = Commands<coverwatch_domain::scan::inventory::AccountInventory>;
 
 /// Loading a tenant reads its latest snapshot and the events after it, so a
 /// command costs the same on the thousandth event as on the first. Snapshots
@@ -159,7 +161,7 @@ where
     /// concurrent winner (a limit), so losers get the rule's answer.
     pub async fn execute_retrying(
         &self,
-        id: impl Display + Copy,
+        id: impl Display,
         command: A::Command,
         metadata: &CommandMetadata,
         attempts: usize,
@@ -170,9 +172,13 @@ where
         let mut left = attempts.max(1);
         // One command, however often it is decided again: one id.
         let command_id = next_command();
+        let id = id.to_string();
         loop {
             left -= 1;
-            match self.execute_as(command_id.clone(), id, command.clone(), metadata).await {
+            match self
+                .execute_as(command_id.clone(), &id, command.clone(), metadata)
+                .await
+            {
                 Err(CommandError::Conflict) if left > 0 => {
                     // Spread the retries of many losers over a few ms.
                     let jitter = rand::random::<u64>() % 5;

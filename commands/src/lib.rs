@@ -27,7 +27,7 @@ pub mod workflows;
 pub use consistency::ReadModels;
 pub use error::CommandError;
 pub use executor::{
-    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, DetectionCommands, RETRIES,
-    SubscriptionCommands, TenantCommands,
+    CloudAccountsCommands, CloudOrganizationCommands, Commands, Committed, DetectionCommands, InventoryCommands,
+    RETRIES, SubscriptionCommands, TenantCommands,
 };
 pub use metadata::CommandMetadata;

@@ -9,6 +9,7 @@ pub mod detection;
 pub mod emit;
 pub mod ids;
 pub mod plans;
+pub mod scan;
 pub mod subscription;
 pub mod tenant;
 pub mod values;

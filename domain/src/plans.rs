@@ -158,6 +158,9 @@ pub struct Entitlements {
     pub org_features: bool,
     pub history_retention_days: u32,
     pub api_rate_per_minute: u32,
+    /// How often each connected account is scanned on schedule (hours);
+    /// 0: on demand only.
+    pub scan_interval_hours: u32,
 }
 
 /// A feature the tenant's tier lacks, with the cheapest tier that has it.
@@ -207,6 +210,7 @@ impl Overrides {
             org_features: self.org_features.unwrap_or(base.org_features),
             history_retention_days: self.history_retention_days.unwrap_or(base.history_retention_days),
             api_rate_per_minute: self.api_rate_per_minute.unwrap_or(base.api_rate_per_minute),
+            scan_interval_hours: base.scan_interval_hours,
         }
     }
 
@@ -230,6 +234,9 @@ pub struct Plan {
     pub org_features: bool,
     pub history_retention_days: u32,
     pub api_rate_per_minute: u32,
+    /// Scheduled scanning: every this many hours (0 or absent: none).
+    #[serde(default)]
+    pub scan_interval_hours: u32,
     #[serde(default)]
     pub stripe_price_monthly: Option<String>,
     #[serde(default)]
@@ -244,6 +251,7 @@ impl Plan {
             org_features: self.org_features,
             history_retention_days: self.history_retention_days,
             api_rate_per_minute: self.api_rate_per_minute,
+            scan_interval_hours: self.scan_interval_hours,
         }
     }
 

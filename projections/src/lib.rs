@@ -2,7 +2,7 @@
 //! runtime (gap-free catch-up with checkpoints kept in the same transaction as
 //! the effects), the read models built by its subscribers, each owning its
 //! rows and the queries the API serves from them (`directory`,
-//! `audit`, `billing`, `cloud`, `coverage`), and the subscribers that are not
+//! `audit`, `billing`, `cloud`, `coverage`, `inventory`), and the subscribers that are not
 //! read models (signed `digest`s, the `kafka` publisher).
 
 pub mod audit;
@@ -12,6 +12,7 @@ pub mod coverage;
 pub mod digest;
 pub mod directory;
 pub mod event;
+pub mod inventory;
 pub mod kafka;
 pub mod runtime;
 pub mod signing;
@@ -29,6 +30,7 @@ pub fn read_models() -> Vec<Arc<dyn Subscriber>> {
         Arc::new(billing::Billing),
         Arc::new(cloud::Cloud),
         Arc::new(coverage::Coverage),
+        Arc::new(inventory::Inventory),
     ]
 }
 

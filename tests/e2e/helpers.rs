@@ -112,7 +112,9 @@ async fn ensure_template(admin: &mut PgConnection) {
             .await
             .unwrap();
         let pool = PgPool::connect(&server_url(TEMPLATE).await).await.unwrap();
-        MIGRATOR.run(&pool).await.expect("migrations apply to the template");
+        coverwatch_api::startup::migrate(&pool)
+            .await
+            .expect("migrations apply to the template");
         coverwatch_api::startup::ensure_serving_role(&pool, SERVING_ROLE)
             .await
             .expect("the serving role exists");
@@ -141,8 +143,47 @@ pub async fn fresh_database() -> String {
     server_url(&name).await
 }
 
+/// A moto server shared by every test of this run (and the next), for the
+/// STS calls any test makes in passing (connecting a standalone account
+/// assumes its role first): started detached on a fixed port by the first
+/// test that needs it. Tests about AWS itself start their own moto.
+pub fn shared_moto() -> String {
+    let port: u16 = std::env::var("COVERWATCH_TEST_MOTO_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(54331);
+    let url = format!("http://127.0.0.1:{port}");
+    let up = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    if !up() {
+        use std::os::unix::process::CommandExt;
+        // Two tests may race to start it: the loser's server cannot bind and
+        // exits. The winner outlives the test (like the database cluster).
+        #[expect(clippy::zombie_processes, reason = "the shared server outlives every test process")]
+        let _server = std::process::Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("moto starts (make test installs it into .coverwatch/venv)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !up() {
+            assert!(std::time::Instant::now() < deadline, "the shared moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    url
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::defaults();
+    settings.aws.endpoint_url = Some(shared_moto());
+    settings.aws.access_key_id = Some("testing".into());
+    settings.aws.secret_access_key = Some("testing".to_owned().into());
+    // Scans start on demand in tests; the schedule's own test turns it on.
+    settings.jobs.scheduled_scans = false;
+    settings.jobs.poll_ms = 500;
     settings.http.bind = "127.0.0.1:0".into();
     settings.database.url = Some(serving_url(database_url).into());
     settings.database.owner_url = Some(database_url.to_owned().into());

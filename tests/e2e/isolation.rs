@@ -23,7 +23,11 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/v1/tenants/{tenant_id}/detections") => Some(json!({"name": "Stolen", "source": "custom",
             "techniques": [{"id": "T1078", "confidence": 0.9}],
             "scope": {"type": "account", "account_id": "123456789012"}})),
-        ("post", _) | ("patch", _) => Some(json!({})),
+        ("put", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/scan-regions")
+        | ("put", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/scan-regions") => {
+            Some(json!({"regions": ["us-east-1"]}))
+        }
+        ("post", _) | ("patch", _) | ("put", _) => Some(json!({})),
         _ => None,
     }
 }

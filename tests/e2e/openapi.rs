@@ -112,6 +112,18 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
             "get",
             "/v1/tenants/{tenant_id}/coverage/organizations/{org_id}/navigator-layer",
         ),
+        ("post", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/scan"),
+        ("post", "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/scan"),
+        ("get", "/v1/tenants/{tenant_id}/scans/{run_id}"),
+        ("get", "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/inventory"),
+        (
+            "put",
+            "/v1/tenants/{tenant_id}/cloud-accounts/{account_id}/scan-regions",
+        ),
+        (
+            "put",
+            "/v1/tenants/{tenant_id}/cloud-organizations/{org_id}/scan-regions",
+        ),
     ];
     for (method, path) in expected {
         assert!(
@@ -175,6 +187,7 @@ async fn the_openapi_document_is_3_1_and_every_listed_route_is_served() {
             "derived_detections",
             "digests",
             "directory",
+            "inventory",
             "usage_thresholds"
         ],
         "no Kafka publisher without brokers"

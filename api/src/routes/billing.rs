@@ -439,7 +439,22 @@ pub async fn usage(
 ) -> ApiResult<Json<UsageReport>> {
     principal.in_tenant(tenant_id, &state, &headers).await?;
     let report = usage::report(&state.pool, &state.catalog, tenant_id, state.clock.now()).await?;
-    Ok(Json(report.into()))
+    let mut report: UsageReport = report.into();
+    // Account scans are metered (not limited): one per account scanned.
+    let scans = state
+        .scans
+        .scans_between(tenant_id, report.period_start, report.period_end)
+        .await?;
+    report.metrics.insert(
+        "account_scans".into(),
+        MetricUsage {
+            used: u64::try_from(scans).unwrap_or(0),
+            limit: None,
+            percent: None,
+            thresholds_crossed: vec![],
+        },
+    );
+    Ok(Json(report))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -42,11 +42,15 @@ pub struct CloudAccountView {
     pub region: String,
     pub role_arn: String,
     pub environment: String,
-    /// connected or disconnected.
+    /// connected, disconnected, or error (its role could not be assumed).
     pub status: String,
+    /// Why it is in error: AWS's answer to AssumeRole.
+    pub error: Option<String>,
     /// standalone or organization.
     pub source: String,
     pub organization_id: Option<Uuid>,
+    /// Where scans look (null: every enabled region, or the organization's).
+    pub scan_regions: Option<Vec<String>>,
     pub connected_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -60,8 +64,10 @@ impl From<CloudAccountRow> for CloudAccountView {
             role_arn: row.role_arn,
             environment: row.environment,
             status: row.status,
+            error: row.error,
             source: row.source,
             organization_id: row.organization_id.map(Into::into),
+            scan_regions: row.scan_regions,
             connected_at: row.connected_at,
             updated_at: row.updated_at,
         }
@@ -100,8 +106,10 @@ pub(super) async fn account_view(
     Ok(Json(row.into()))
 }
 
-/// Connect a standalone AWS account (owner or admin). Counts against the
-/// plan's cloud account limit (402 beyond it).
+/// Connect a standalone AWS account (owner or admin): its role is assumed
+/// through STS with the tenant's external id first; if it cannot be, the
+/// account is recorded with status `error` and AWS's reason (and counts for
+/// nothing). Counts against the plan's cloud account limit (402 beyond it).
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/cloud-accounts", tag = "cloud",
     params(("tenant_id" = Uuid, Path)), request_body = ConnectAccount, security(("api_key" = [])),
     responses((status = 201, body = CloudAccountView), (status = 402, body = crate::error::Problem)))]
@@ -134,14 +142,15 @@ pub async fn connect_account(
         environment: environment.unwrap(),
         source: AccountSource::Standalone,
     };
-    let committed = state
+    let connection = state
         .cloud_accounts
         .connect(tenant_id, account, &member.metadata(&info))
         .await?;
     state
-        .settle_or_accepted(committed, account_location(tenant_id, account_id.as_str()))
+        .settle_or_accepted(connection.committed, account_location(tenant_id, account_id.as_str()))
         .await?;
     let view = account_view(&state, tenant_id, account_id.as_str()).await?;
+    // Recorded either way: connected, or in error with AWS's reason.
     Ok((StatusCode::CREATED, view))
 }
 
@@ -150,7 +159,7 @@ pub async fn connect_account(
 pub struct AccountQuery {
     /// production, staging or development.
     pub environment: Option<String>,
-    /// connected or disconnected.
+    /// connected, disconnected or error.
     pub status: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<i64>,
@@ -174,9 +183,9 @@ pub async fn list_accounts(
         .as_deref()
         .and_then(|e| fields.check("environment", Environment::parse(e)));
     if let Some(status) = query.status.as_deref()
-        && !["connected", "disconnected"].contains(&status)
+        && !["connected", "disconnected", "error"].contains(&status)
     {
-        fields.check::<(), _>("status", Err("must be connected or disconnected"));
+        fields.check::<(), _>("status", Err("must be connected, disconnected or error"));
     }
     // The cursor is the last account id of the previous page.
     let cursor = fields.check_opt("cursor", query.cursor.as_deref(), |c| {

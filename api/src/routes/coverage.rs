@@ -51,6 +51,25 @@ pub struct AccountCoverage {
     pub platforms: Vec<String>,
     /// The log position the coverage read model has reached.
     pub as_of_position: i64,
+    /// Per covered technique, the detections covering it and where each
+    /// comes from: `registered` (the tenant's, for the account),
+    /// `organization` (the tenant's, for its organization),
+    /// `organization_source` (derived from an organization-level source),
+    /// `scan` (found deployed by a scan, with its service, regions, mapping
+    /// source and version).
+    pub techniques: Vec<TechniqueSources>,
+    /// What the account's last scans found, evaluated against the regions
+    /// in scope: its detections (covering or not, with missing regions) and
+    /// gaps; null before the first scan.
+    #[schema(value_type = Object)]
+    pub scan: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TechniqueSources {
+    pub technique: String,
+    #[schema(value_type = Vec<Object>)]
+    pub detections: Value,
 }
 
 fn platforms(input: Option<&str>) -> ApiResult<PlatformSet> {
@@ -93,6 +112,19 @@ pub async fn account(
     let (row, as_of_position) = account_row(&state, tenant_id, &account_id).await?;
     let catalog = attack::latest();
     let breakdown = row.breakdown(&catalog.denominator_set(&platforms));
+    let covered: BTreeSet<TechniqueId> = catalog.ids_of(&breakdown.covered).into_iter().cloned().collect();
+    let techniques = queries::sources(&state.pool, tenant_id, &row)
+        .await?
+        .into_iter()
+        .filter(|(technique, _)| covered.contains(technique))
+        .map(|(technique, detections)| {
+            Ok(TechniqueSources {
+                technique: technique.to_string(),
+                detections: serde_json::to_value(detections).map_err(anyhow::Error::from)?,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let scan = queries::scan_evaluation(&state.pool, tenant_id, &row.account_id).await?;
     Ok(Json(AccountCoverage {
         account_id: row.account_id,
         organization_id: row.organization_id.map(Into::into),
@@ -105,6 +137,8 @@ pub async fn account(
         attack_version: catalog.attack_version.clone(),
         platforms: platforms.names().map(str::to_owned).collect(),
         as_of_position,
+        techniques,
+        scan,
     }))
 }
 
@@ -162,6 +196,16 @@ pub struct OrganizationCoverage {
     pub attack_version: String,
     pub platforms: Vec<String>,
     pub as_of_position: i64,
+    /// Per scanned account with gaps, the services (or features) off in
+    /// some of its regions in scope ("GuardDuty off in eu-west-3").
+    pub scan_gaps: Vec<AccountGaps>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountGaps {
+    pub account_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub gaps: Value,
 }
 
 /// 404 unless the organization is the tenant's.
@@ -247,6 +291,16 @@ pub async fn organization(
             overlap_techniques: b.overlap.len(),
         })
         .collect();
+    let scanned: Vec<&str> = rows.iter().map(|r| r.account_id.as_str()).collect();
+    let scan_gaps = queries::scan_evaluations(&state.pool, tenant_id, &scanned)
+        .await?
+        .into_iter()
+        .filter(|(_, evaluation)| evaluation["gaps"].as_array().is_some_and(|g| !g.is_empty()))
+        .map(|(account_id, evaluation)| AccountGaps {
+            account_id,
+            gaps: evaluation["gaps"].clone(),
+        })
+        .collect();
     Ok(Json(OrganizationCoverage {
         organization_id: org_id.into(),
         path_prefix: prefix,
@@ -260,6 +314,7 @@ pub async fn organization(
         attack_version: catalog.attack_version.clone(),
         platforms: platforms.names().map(str::to_owned).collect(),
         as_of_position,
+        scan_gaps,
     }))
 }
 

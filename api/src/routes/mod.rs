@@ -19,6 +19,7 @@ pub mod invitations;
 pub mod members;
 pub mod metrics;
 pub mod organization_members;
+pub mod scans;
 pub mod tenants;
 
 use crate::error::{ApiError, ApiResult, FieldError};

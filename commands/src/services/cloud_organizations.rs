@@ -1,5 +1,6 @@
 //! The CloudOrganization aggregate's application service: registration with
-//! the plan's organization features and the tenant's external id.
+//! the plan's organization features and the tenant's external id, and where
+//! scans of its members look.
 
 use crate::error::CommandError;
 use crate::executor::{CloudOrganizationCommands, Committed};
@@ -7,10 +8,11 @@ use crate::idempotency::fresh_id;
 use crate::metadata::CommandMetadata;
 use crate::services::billing::BillingService;
 use coverwatch_domain::cloud::CloudOrganizationCommand;
-use coverwatch_domain::cloud::values::{AwsAccountId, Provider, RoleArn};
+use coverwatch_domain::cloud::values::{AwsAccountId, Provider, Region, RoleArn};
 use coverwatch_domain::ids::{OrganizationId, TenantId};
 use coverwatch_domain::plans::PlanCatalog;
 use coverwatch_domain::values::Name;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub struct CloudOrganizationService {
@@ -60,5 +62,19 @@ impl CloudOrganizationService {
         };
         let committed = self.organizations.execute(organization_id, command, metadata).await?;
         Ok((organization_id, committed))
+    }
+
+    /// Where scans of the organization's members look, unless an account
+    /// says otherwise (None: every enabled region).
+    pub async fn set_scan_regions(
+        &self,
+        organization_id: OrganizationId,
+        regions: Option<BTreeSet<Region>>,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed, CommandError> {
+        let command = CloudOrganizationCommand::SetScanRegions { regions };
+        self.organizations
+            .execute_retrying(organization_id, command, metadata, crate::executor::RETRIES)
+            .await
     }
 }

@@ -1,4 +1,6 @@
-//! Discovery runs: read an organization with the AWS SDK in the background,
+//! Discovery runs: read an organization with the AWS SDK as a durable job
+//! (`jobs`: retried with backoff, taken over when its worker dies, one run
+//! per organization at a time, shared by every worker process),
 //! record what was found as one command on the CloudOrganization aggregate,
 //! then disconnect the tenant's accounts that left the organization (no
 //! longer listed, or closed: AWS lists a closed account as SUSPENDED), so
@@ -8,6 +10,7 @@
 //! run, so a run that crashed before disconnecting is completed by the next.
 //! Commands do not wait for it: starting a run answers at once with its id.
 
+use super::jobs::{JobSettings, JobTask, Runner};
 use crate::adapters::aws::{Discovery, DiscoveryProgress};
 use crate::consistency::ReadModels;
 use crate::error::CommandError;
@@ -21,11 +24,15 @@ use coverwatch_domain::cloud::{
 };
 use coverwatch_domain::ids::{OrganizationId, RunId, TenantId};
 use coverwatch_domain::plans::PlanCatalog;
+use coverwatch_projections::cloud::queries::organization;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use underway::Queue;
+use underway::task::Error as TaskError;
 
 pub struct DiscoveryWorkflow {
     pub aws: Discovery,
@@ -35,6 +42,47 @@ pub struct DiscoveryWorkflow {
     pub catalog: Arc<PlanCatalog>,
     pub pool: PgPool,
     pub read_models: ReadModels,
+    pub queue: Arc<Queue<DiscoveryTask>>,
+    pub jobs: JobSettings,
+}
+
+/// One run, as a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscoveryJob {
+    pub run_id: RunId,
+    pub tenant_id: TenantId,
+    pub organization_id: OrganizationId,
+    pub metadata: CommandMetadata,
+}
+
+/// The job kind: one run of an organization at a time.
+pub type DiscoveryTask = JobTask<DiscoveryWorkflow>;
+
+impl Runner for DiscoveryWorkflow {
+    type Input = DiscoveryJob;
+
+    fn lock_key(job: &DiscoveryJob) -> String {
+        format!("discover:{}", job.organization_id)
+    }
+
+    fn settings(&self) -> &JobSettings {
+        &self.jobs
+    }
+
+    async fn run(&self, job: DiscoveryJob) -> Result<(), TaskError> {
+        let row = organization(&self.pool, job.tenant_id, job.organization_id)
+            .await?
+            .ok_or_else(|| TaskError::Fatal("the organization is gone".into()))?;
+        let target = Target {
+            tenant_id: job.tenant_id,
+            organization_id: job.organization_id,
+            role_arn: row.role_arn,
+            external_id: row.external_id,
+            external_org_id: row.external_org_id,
+        };
+        self.discover(target, job.run_id, job.metadata).await;
+        Ok(())
+    }
 }
 
 /// The organization a run reads, and how it gets in.
@@ -71,10 +119,9 @@ impl DiscoveryWorkflow {
         organization_id: OrganizationId,
         metadata: CommandMetadata,
     ) -> Result<RunId, CommandError> {
-        let row =
-            super::organization_with_features(&self.pool, &self.billing, &self.catalog, tenant_id, organization_id)
-                .await?;
+        super::organization_with_features(&self.pool, &self.billing, &self.catalog, tenant_id, organization_id).await?;
         let run_id = RunId::generate();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO discovery_runs (run_id, organization_id, tenant_id, status, started_at)
              VALUES ($1, $2, $3, 'running', $4)",
@@ -83,27 +130,30 @@ impl DiscoveryWorkflow {
         .bind(organization_id)
         .bind(tenant_id)
         .bind(self.billing.clock.now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        let target = Target {
+        let job = DiscoveryJob {
+            run_id,
             tenant_id,
             organization_id,
-            role_arn: row.role_arn,
-            external_id: row.external_id,
-            external_org_id: row.external_org_id,
+            metadata,
         };
-        tokio::spawn(self.clone().run(target, run_id, metadata));
+        self.queue
+            .enqueue(&mut *tx, &JobTask(self.clone()), &job)
+            .await
+            .map_err(|error| CommandError::Unexpected(anyhow::anyhow!(error).context("enqueueing a discovery")))?;
+        tx.commit().await?;
         Ok(run_id)
     }
 
-    async fn run(self: Arc<Self>, target: Target, run_id: RunId, metadata: CommandMetadata) {
+    async fn discover(&self, target: Target, run_id: RunId, metadata: CommandMetadata) {
         let progress = Arc::new(DiscoveryProgress::default());
         let reporter = {
-            let (workflow, progress) = (self.clone(), progress.clone());
+            let (pool, progress) = (self.pool.clone(), progress.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let _ = workflow.report(run_id, &progress, None).await;
+                    let _ = report(&pool, run_id, &progress, None).await;
                 }
             })
         };
@@ -154,7 +204,7 @@ impl DiscoveryWorkflow {
                 "failed"
             }
         };
-        if let Err(error) = self.report(run_id, &progress, Some(status)).await {
+        if let Err(error) = report(&self.pool, run_id, &progress, Some(status)).await {
             tracing::error!(error = ?error, %run_id, "updating a discovery run failed");
         }
     }
@@ -210,24 +260,30 @@ impl DiscoveryWorkflow {
         }
         Ok(last)
     }
+}
 
-    async fn report(&self, run_id: RunId, progress: &DiscoveryProgress, finished: Option<&str>) -> sqlx::Result<()> {
-        let errors = progress.errors();
-        sqlx::query(
-            "UPDATE discovery_runs SET pages = $2, ous = $3, accounts = $4, errors = $5,
-                    status = coalesce($6, status), finished_at = CASE WHEN $6 IS NULL THEN NULL ELSE now() END
-              WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .bind(progress.pages.load(Ordering::Relaxed) as i64)
-        .bind(progress.ous.load(Ordering::Relaxed) as i64)
-        .bind(progress.accounts.load(Ordering::Relaxed) as i64)
-        .bind(Json(errors))
-        .bind(finished)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-    }
+/// Writes a run's progress (and its end, with `finished`).
+async fn report(
+    pool: &PgPool,
+    run_id: RunId,
+    progress: &DiscoveryProgress,
+    finished: Option<&str>,
+) -> sqlx::Result<()> {
+    let errors = progress.errors();
+    sqlx::query(
+        "UPDATE discovery_runs SET pages = $2, ous = $3, accounts = $4, errors = $5,
+                status = coalesce($6, status), finished_at = CASE WHEN $6 IS NULL THEN NULL ELSE now() END
+          WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(progress.pages.load(Ordering::Relaxed) as i64)
+    .bind(progress.ous.load(Ordering::Relaxed) as i64)
+    .bind(progress.accounts.load(Ordering::Relaxed) as i64)
+    .bind(Json(errors))
+    .bind(finished)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 const RUN_COLUMNS: &str = "run_id, status, pages, ous, accounts, errors, started_at, finished_at";

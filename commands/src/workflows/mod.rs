@@ -11,8 +11,11 @@
 //! * `connect_members`: the saga connecting an organization's members
 //!   across two aggregates (runs within its request, waiting for the read
 //!   models after each step).
+//! * `scan`: account scan runs as durable jobs (`jobs`), on demand and on
+//!   schedule, with their progress rows (not awaited: a run answers with its
+//!   id at once).
 //! * `schedule`: the upkeep loop (due subscription transitions, coverage
-//!   history), never awaited.
+//!   history, due scans), never awaited.
 //!
 //! They use the application services and the read models' queries; the API
 //! starts them. None knows about HTTP.
@@ -20,12 +23,15 @@
 pub mod connect_members;
 pub mod derived_detections;
 pub mod discovery;
+pub mod jobs;
+pub mod scan;
 pub mod schedule;
 pub mod usage_thresholds;
 
 pub use connect_members::ConnectMembers;
 pub use derived_detections::DerivedDetections;
 pub use discovery::DiscoveryWorkflow;
+pub use scan::ScanWorkflow;
 pub use usage_thresholds::UsageThresholds;
 
 use crate::error::CommandError;

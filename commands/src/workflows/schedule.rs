@@ -5,7 +5,7 @@
 //! whose last one is a day old, and pruning past each tenant's retention,
 //! from its tier), then prunes metered API requests past the longest period
 //! usage is reported over, the rate limits' ended windows and idempotency
-//! keys past their 24 hours. Commands do
+//! keys past their 24 hours, and starts the scans the plans schedule. Commands do
 //! not wait for it.
 
 use crate::services::BillingService;
@@ -16,8 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Runs until `stop` turns true.
-pub async fn run(billing: Arc<BillingService>, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true; `scans` starts the scans the schedule
+/// calls for, when this process schedules them.
+pub async fn run(
+    billing: Arc<BillingService>,
+    scans: Option<Arc<super::ScanWorkflow>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -35,6 +41,11 @@ pub async fn run(billing: Arc<BillingService>, every: Duration, mut stop: watch:
         }
         if let Err(error) = crate::idempotency::purge_expired(&billing.pool).await {
             tracing::warn!(error = ?error, "purging idempotency keys failed");
+        }
+        if let Some(scans) = &scans
+            && let Err(error) = scans.scan_due(now).await
+        {
+            tracing::warn!(error = ?error, "starting scheduled scans failed");
         }
         if let Err(error) = crate::rate_limits::prune(&billing.pool, now).await {
             tracing::warn!(error = ?error, "pruning rate-limit counters failed");

@@ -35,7 +35,7 @@ struct File {
     controls: Vec<Control>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MappedTechnique {
     pub technique: TechniqueId,
     pub confidence: Confidence,

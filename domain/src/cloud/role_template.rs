@@ -1,14 +1,14 @@
 //! The read-only audit role Coverwatch assumes in a tenant's accounts, as a
 //! CloudFormation (StackSet) template and a Terraform module, with the
 //! tenant's external id filled in. The permissions are exactly the calls
-//! discovery makes, all read-only.
+//! discovery and account scans make, all read-only.
 
 use serde_json::json;
 
-/// Every action the role allows: exactly what discovery calls (GuardDuty's
-/// and Security Hub's administrators are read as Organizations' delegated
-/// administrators), all read-only.
-pub const READ_ONLY_ACTIONS: [&str; 11] = [
+/// What discovery calls in the management account (GuardDuty's and
+/// Security Hub's administrators are read as Organizations' delegated
+/// administrators).
+pub const DISCOVERY_ACTIONS: [&str; 11] = [
     "organizations:DescribeOrganization",
     "organizations:ListRoots",
     "organizations:ListOrganizationalUnitsForParent",
@@ -21,6 +21,40 @@ pub const READ_ONLY_ACTIONS: [&str; 11] = [
     "cloudtrail:GetTrailStatus",
     "config:DescribeConfigurationAggregators",
 ];
+
+/// What an account scan calls in each account (besides `sts:AssumeRole`
+/// into it, which the trust policy grants); a test compares it with the
+/// calls a scan makes.
+pub const SCAN_ACTIONS: [&str; 21] = [
+    "account:ListRegions",
+    "sts:GetCallerIdentity",
+    "guardduty:ListDetectors",
+    "guardduty:GetDetector",
+    "securityhub:DescribeHub",
+    "securityhub:GetEnabledStandards",
+    "securityhub:DescribeStandardsControls",
+    "config:DescribeConfigurationRecorders",
+    "config:DescribeConfigurationRecorderStatus",
+    "config:DescribeConfigRules",
+    "config:DescribeConformancePacks",
+    "logs:DescribeMetricFilters",
+    "cloudwatch:DescribeAlarms",
+    "events:ListRules",
+    "events:ListTargetsByRule",
+    "cloudtrail:DescribeTrails",
+    "cloudtrail:GetTrailStatus",
+    "cloudtrail:GetEventSelectors",
+    "access-analyzer:ListAnalyzers",
+    "inspector2:BatchGetAccountStatus",
+    "macie2:GetMacieSession",
+];
+
+/// Every action the role allows: exactly what discovery and scans call, all
+/// read-only, sorted.
+pub fn read_only_actions() -> Vec<&'static str> {
+    let all: std::collections::BTreeSet<&str> = DISCOVERY_ACTIONS.into_iter().chain(SCAN_ACTIONS).collect();
+    all.into_iter().collect()
+}
 
 /// What the templates are made for.
 pub struct RoleTemplate<'a> {
@@ -49,9 +83,9 @@ impl RoleTemplate<'_> {
         json!({
             "Version": "2012-10-17",
             "Statement": [{
-                "Sid": "CoverwatchReadOnlyDiscovery",
+                "Sid": "CoverwatchReadOnly",
                 "Effect": "Allow",
-                "Action": READ_ONLY_ACTIONS,
+                "Action": read_only_actions(),
                 "Resource": "*"
             }]
         })
@@ -71,7 +105,7 @@ impl RoleTemplate<'_> {
                         "MaxSessionDuration": 3600,
                         "AssumeRolePolicyDocument": self.trust_policy(),
                         "Policies": [{
-                            "PolicyName": "CoverwatchReadOnlyDiscovery",
+                            "PolicyName": "CoverwatchReadOnly",
                             "PolicyDocument": self.permissions()
                         }]
                     }
@@ -100,8 +134,8 @@ resource "aws_iam_role" "coverwatch_audit" {{
   POLICY
 }}
 
-resource "aws_iam_role_policy" "coverwatch_read_only_discovery" {{
-  name   = "CoverwatchReadOnlyDiscovery"
+resource "aws_iam_role_policy" "coverwatch_read_only" {{
+  name   = "CoverwatchReadOnly"
   role   = aws_iam_role.coverwatch_audit.id
   policy = <<-POLICY
 {permissions}
@@ -143,12 +177,14 @@ mod tests {
         let actions = role["Policies"][0]["PolicyDocument"]["Statement"][0]["Action"]
             .as_array()
             .unwrap();
-        assert_eq!(actions.len(), READ_ONLY_ACTIONS.len());
-        // Read-only: every action is a Describe, Get or List.
+        assert_eq!(actions.len(), read_only_actions().len());
+        // Read-only: every action is a Describe, Get, BatchGet or List.
         for action in actions {
             let verb = action.as_str().unwrap().split(':').nth(1).unwrap();
             assert!(
-                ["Describe", "Get", "List"].iter().any(|v| verb.starts_with(v)),
+                ["Describe", "Get", "BatchGet", "List"]
+                    .iter()
+                    .any(|v| verb.starts_with(v)),
                 "{verb}"
             );
         }

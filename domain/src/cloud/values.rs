@@ -64,7 +64,7 @@ impl RoleArn {
 }
 
 /// An AWS region name such as `us-east-1` or `us-gov-west-1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Region(String);
 string_value!(Region, "Region");

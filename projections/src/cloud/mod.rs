@@ -58,34 +58,35 @@ impl Subscriber for Cloud {
 
 async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAccountsEvent) -> anyhow::Result<()> {
     match decoded {
-        CloudAccountsEvent::CloudAccountConnected { tenant_id, account } => {
-            let (source, organization_id) = match account.source {
-                AccountSource::Standalone => ("standalone", None),
-                AccountSource::Organization(id) => ("organization", Some(id)),
-            };
-            // A reconnected account takes its new description; replays of
-            // the same event write the same row.
+        CloudAccountsEvent::CloudAccountConnectionFailed {
+            tenant_id,
+            account,
+            reason,
+        } => {
+            upsert_account(conn, event, tenant_id, &account, "error", Some(&reason)).await?;
+        }
+        CloudAccountsEvent::AccountScanRegionsSet {
+            tenant_id,
+            account_id,
+            regions,
+        } => {
+            let regions: Option<Vec<&str>> = regions.as_ref().map(|r| r.iter().map(|r| r.as_str()).collect());
             sqlx::query(
-                "INSERT INTO cloud_accounts (tenant_id, account_id, alias, region, role_arn, environment, status,
-                        source, organization_id, connected_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'connected', $7, $8, $9, $9)
-                 ON CONFLICT (tenant_id, account_id) DO UPDATE SET
-                    alias = excluded.alias, region = excluded.region, role_arn = excluded.role_arn,
-                    environment = excluded.environment, status = 'connected', source = excluded.source,
-                    organization_id = excluded.organization_id, connected_at = excluded.connected_at,
-                    updated_at = excluded.updated_at",
+                "UPDATE cloud_accounts SET scan_regions = $3, updated_at = $4 WHERE tenant_id = $1 AND account_id = $2",
             )
             .bind(tenant_id)
-            .bind(account.account_id.as_str())
-            .bind(&account.alias)
-            .bind(account.region.as_str())
-            .bind(account.role_arn.as_str())
-            .bind(account.environment.as_str())
-            .bind(source)
-            .bind(organization_id)
+            .bind(account_id.as_str())
+            .bind(regions)
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
+        }
+        CloudAccountsEvent::CloudAccountConnected { tenant_id, account } => {
+            upsert_account(conn, event, tenant_id, &account, "connected", None).await?;
+            let organization_id = match account.source {
+                AccountSource::Standalone => None,
+                AccountSource::Organization(id) => Some(id),
+            };
             if let Some(organization_id) = organization_id {
                 sqlx::query(
                     "UPDATE cloud_org_members SET lifecycle = 'connected', status_reason = NULL
@@ -119,6 +120,46 @@ async fn account(conn: &mut PgConnection, event: &StoredEvent, decoded: CloudAcc
             .await?;
         }
     }
+    Ok(())
+}
+
+/// A (re)connected or failed account takes its new description (its scan
+/// narrowing stays); replays of the same event write the same row.
+async fn upsert_account(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    tenant_id: coverwatch_domain::ids::TenantId,
+    account: &coverwatch_domain::cloud::NewAccount,
+    status: &str,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
+    let (source, organization_id) = match account.source {
+        AccountSource::Standalone => ("standalone", None),
+        AccountSource::Organization(id) => ("organization", Some(id)),
+    };
+    sqlx::query(
+        "INSERT INTO cloud_accounts (tenant_id, account_id, alias, region, role_arn, environment, status,
+                source, organization_id, connected_at, updated_at, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $9, $11)
+         ON CONFLICT (tenant_id, account_id) DO UPDATE SET
+            alias = excluded.alias, region = excluded.region, role_arn = excluded.role_arn,
+            environment = excluded.environment, status = excluded.status, source = excluded.source,
+            organization_id = excluded.organization_id, connected_at = excluded.connected_at,
+            updated_at = excluded.updated_at, error = excluded.error",
+    )
+    .bind(tenant_id)
+    .bind(account.account_id.as_str())
+    .bind(&account.alias)
+    .bind(account.region.as_str())
+    .bind(account.role_arn.as_str())
+    .bind(account.environment.as_str())
+    .bind(source)
+    .bind(organization_id)
+    .bind(event.recorded_at)
+    .bind(status)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -278,6 +319,14 @@ async fn organization(
             sqlx::query("UPDATE cloud_organizations SET status = $2 WHERE id = $1")
                 .bind(organization_id)
                 .bind(to.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        E::OrganizationScanRegionsSet { regions } => {
+            let regions: Option<Vec<&str>> = regions.as_ref().map(|r| r.iter().map(|r| r.as_str()).collect());
+            sqlx::query("UPDATE cloud_organizations SET scan_regions = $2 WHERE id = $1")
+                .bind(organization_id)
+                .bind(regions)
                 .execute(&mut *conn)
                 .await?;
         }

@@ -21,10 +21,14 @@ pub struct CloudAccountRow {
     pub organization_id: Option<OrganizationId>,
     pub connected_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Why it is in error (AWS's answer to AssumeRole).
+    pub error: Option<String>,
+    /// Where scans look (None: every enabled region, or its organization's).
+    pub scan_regions: Option<Vec<String>>,
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "account_id, alias, region, role_arn, environment, status, source, organization_id, connected_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "account_id, alias, region, role_arn, environment, status, source, organization_id, \
+     connected_at, updated_at, error, scan_regions";
 
 /// A registered organization, with what its last discovery recorded.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -43,11 +47,13 @@ pub struct OrganizationRow {
     pub discovery_status: Option<String>,
     pub delegated_administrators: Value,
     pub service_control_policies: Value,
+    /// Where scans of its members look (None: every enabled region).
+    pub scan_regions: Option<Vec<String>>,
 }
 
 const ORGANIZATION_COLUMNS: &str = "id, tenant_id, provider, external_org_id, management_account_id, role_arn, \
     external_id, name, member_role_name, status, created_at, discovery_status, delegated_administrators, \
-    service_control_policies";
+    service_control_policies, scan_regions";
 
 /// A member account as discovery found it, with the tenant's selection.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -314,4 +320,12 @@ pub async fn sources(pool: &PgPool, organization_id: OrganizationId) -> sqlx::Re
     .bind(organization_id)
     .fetch_all(pool)
     .await
+}
+
+/// Every connected account of every tenant, with when it connected (for
+/// the scan schedule).
+pub async fn all_connected(pool: &PgPool) -> sqlx::Result<Vec<(TenantId, String, DateTime<Utc>)>> {
+    sqlx::query_as("SELECT tenant_id, account_id, connected_at FROM cloud_accounts WHERE status = 'connected'")
+        .fetch_all(pool)
+        .await
 }

@@ -83,6 +83,10 @@ pub(super) async fn connection(
             batch.load(conn, tenant_id, &[account_id.as_str().to_owned()]).await?;
             leave(conn, batch, event, tenant_id, account_id.as_str()).await
         }
+        // An account in error was never connected: it counts for nothing.
+        CloudAccountsEvent::CloudAccountConnectionFailed { .. } | CloudAccountsEvent::AccountScanRegionsSet { .. } => {
+            Ok(())
+        }
     }
 }
 

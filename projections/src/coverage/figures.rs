@@ -59,6 +59,18 @@ pub(super) async fn refresh(
             let set = own_by_account.entry(account_id.clone()).or_default();
             *set = set.union(&covered_set(techniques));
         }
+        // What the account's scans found deployed there (see `scans`).
+        let scanned: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT account_id, scanned FROM coverage_scan_accounts WHERE tenant_id = $1 AND account_id = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (account_id, bytes) in scanned {
+            let set = own_by_account.entry(account_id).or_default();
+            *set = set.union(&TechniqueSet::from_bytes(&bytes));
+        }
     }
     // Organization detections (the inheritance rule of
     // `coverage::applies`, grouped so each detection is read once): those for

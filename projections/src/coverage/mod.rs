@@ -16,6 +16,8 @@
 //! once at its end), `detections` (detection events → the `detections`
 //! table), `accounts` (connections and organization membership), `figures`
 //! (recomputing accounts and organization union/minimum, snapshots),
+//! `scans` (what account scans found: the region rule, and the techniques
+//! it covers, part of the account's own),
 //! `snapshots` (daily snapshots and retention, for the history upkeep
 //! workflow) and `queries` (how the API reads all of it).
 
@@ -24,6 +26,7 @@ mod batch;
 mod detections;
 mod figures;
 pub mod queries;
+mod scans;
 pub mod snapshots;
 
 use crate::event::StoredEvent;
@@ -34,6 +37,7 @@ use batch::Batch;
 use coverwatch_domain::cloud::{CloudAccountsEvent, CloudOrganizationEvent};
 use coverwatch_domain::detection::{DetectionEvent, DetectionScope};
 use coverwatch_domain::ids::OrganizationId;
+use coverwatch_domain::scan::inventory::InventoryEvent;
 use sqlx::PgConnection;
 
 pub struct Coverage;
@@ -52,6 +56,8 @@ impl Subscriber for Coverage {
             "coverage_org_techniques",
             "coverage_orgs",
             "coverage_snapshots",
+            "coverage_scan_observations",
+            "coverage_scan_accounts",
         ]
     }
 
@@ -78,6 +84,10 @@ impl Subscriber for Coverage {
                 "cloud_accounts" => {
                     let decoded: CloudAccountsEvent = event.decode()?;
                     accounts::connection(conn, &mut batch, event, decoded).await?;
+                }
+                "account_inventory" => {
+                    let decoded: InventoryEvent = event.decode()?;
+                    scans::inventory(conn, &mut batch, event, decoded).await?;
                 }
                 "cloud_organization" => {
                     let decoded: CloudOrganizationEvent = event.decode()?;

@@ -249,3 +249,148 @@ pub async fn detections_in_force(pool: &PgPool, tenant_id: TenantId) -> sqlx::Re
         .fetch_one(pool)
         .await
 }
+
+/// One detection covering a technique of an account, with where it comes
+/// from: `registered` (the tenant's own, for the account), `organization`
+/// (the tenant's, for its organization), `organization_source` (derived
+/// from an organization-level source), `scan` (found deployed by a scan).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TechniqueSource {
+    pub kind: &'static str,
+    pub name: String,
+    pub confidence: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection_id: Option<DetectionId>,
+    /// The scan's service, capability and regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping_version: Option<String>,
+}
+
+/// An account's latest scan evaluation (the region rule's detections and
+/// gaps), if it was ever scanned.
+pub async fn scan_evaluation(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    account_id: &str,
+) -> sqlx::Result<Option<serde_json::Value>> {
+    sqlx::query_scalar("SELECT evaluation FROM coverage_scan_accounts WHERE tenant_id = $1 AND account_id = $2")
+        .bind(tenant_id)
+        .bind(account_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The scan evaluations of several accounts (for an organization's gaps).
+pub async fn scan_evaluations(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    accounts: &[&str],
+) -> sqlx::Result<Vec<(String, serde_json::Value)>> {
+    sqlx::query_as(
+        "SELECT account_id, evaluation FROM coverage_scan_accounts WHERE tenant_id = $1 AND account_id = ANY($2)
+          ORDER BY account_id",
+    )
+    .bind(tenant_id)
+    .bind(accounts)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per technique, every detection covering the account (≥ 0.6) and where
+/// it comes from.
+pub async fn sources(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    row: &AccountCoverageRow,
+) -> sqlx::Result<BTreeMap<TechniqueId, Vec<TechniqueSource>>> {
+    /// A detection: id, name, techniques, scope, derived from a source.
+    type Found = (DetectionId, String, Json<Techniques>, Json<DetectionScope>, bool);
+    let detections: Vec<Found> = sqlx::query_as(
+        "SELECT detection_id, name, techniques, scope, derived_source_id IS NOT NULL FROM detections
+          WHERE tenant_id = $1 AND status = 'enabled'
+            AND ((scope_type = 'account' AND account_id = $2) OR (scope_type = 'organization' AND organization_id = $3))",
+    )
+    .bind(tenant_id)
+    .bind(&row.account_id)
+    .bind(row.organization_id)
+    .fetch_all(pool)
+    .await?;
+    let mut out: BTreeMap<TechniqueId, Vec<TechniqueSource>> = BTreeMap::new();
+    // Mirrors the read model: in error, an account inherits no source-derived detection.
+    let in_error: bool = sqlx::query_scalar(
+        "SELECT coalesce((SELECT in_error FROM coverage_members WHERE organization_id = $1 AND account_id = $2), false)",
+    )
+    .bind(row.organization_id)
+    .bind(&row.account_id)
+    .fetch_one(pool)
+    .await?;
+    for (detection_id, name, techniques, scope, derived) in detections {
+        if applies(&scope, &row.account_id, row.organization_id) == Applies::No || (derived && in_error) {
+            continue;
+        }
+        let kind = match (&scope.0, derived) {
+            (DetectionScope::Account { .. }, _) => "registered",
+            (DetectionScope::Organization { .. }, true) => "organization_source",
+            (DetectionScope::Organization { .. }, false) => "organization",
+        };
+        for technique in covered(DetectionStatus::Enabled, &techniques) {
+            out.entry(technique.clone()).or_default().push(TechniqueSource {
+                kind,
+                name: name.clone(),
+                confidence: techniques[technique].value(),
+                detection_id: Some(detection_id),
+                service: None,
+                capability: None,
+                regions: vec![],
+                resources: vec![],
+                mapping_source: None,
+                mapping_version: None,
+            });
+        }
+    }
+    if let Some(evaluation) = scan_evaluation(pool, tenant_id, &row.account_id).await? {
+        let detections = evaluation["detections"].as_array().cloned().unwrap_or_default();
+        for detection in detections.iter().filter(|d| d["covers"] == true) {
+            let strings = |key: &str| -> Vec<String> {
+                detection[key]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            };
+            let service = detection["service"].as_str().unwrap_or_default().to_owned();
+            let capability = detection["kind"].as_str().unwrap_or_default().to_owned();
+            for technique in detection["techniques"].as_array().into_iter().flatten() {
+                let confidence = technique["confidence"].as_f64().unwrap_or(0.0);
+                let Some(id) = technique["technique"].as_str().and_then(|t| TechniqueId::parse(t).ok()) else {
+                    continue;
+                };
+                if confidence < coverwatch_domain::attack::COVERED_AT {
+                    continue;
+                }
+                out.entry(id).or_default().push(TechniqueSource {
+                    kind: "scan",
+                    name: format!("{service} {capability}"),
+                    confidence,
+                    detection_id: None,
+                    service: Some(service.clone()),
+                    capability: Some(capability.clone()),
+                    regions: strings("regions"),
+                    resources: strings("resources"),
+                    mapping_source: detection["mapping_source"].as_str().map(str::to_owned),
+                    mapping_version: detection["mapping_version"].as_str().map(str::to_owned),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -4,9 +4,11 @@
 //! sources (`sources`). Calls are paced per operation within AWS's published
 //! rates (`throttle`); throttling that still happens is retried by the SDK's
 //! standard retry mode (exponential backoff with jitter). A part that cannot
-//! be read is reported, not fatal.
+//! be read is reported, not fatal. Account scans (`scan`) read what is
+//! deployed in each member account the same way.
 
 mod hierarchy;
+pub mod scan;
 mod sources;
 pub mod throttle;
 
@@ -93,29 +95,36 @@ pub struct Run {
     pub calls: BTreeMap<&'static str, u64>,
 }
 
+/// The SDK configuration every client starts from: region, endpoint, base
+/// credentials, and the standard retry mode (exponential backoff with
+/// jitter, 8 attempts) for throttling that pacing did not avoid.
+pub async fn base_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(settings.region.clone()))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(8)
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some((id, secret)) = &settings.access_key {
+        loader = loader.credentials_provider(aws_sdk_organizations::config::Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "coverwatch-settings",
+        ));
+    }
+    loader.load().await
+}
+
 impl Discovery {
     pub async fn new(settings: &AwsSettings) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(settings.region.clone()))
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(8)
-                    .with_initial_backoff(Duration::from_millis(200)),
-            );
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((id, secret)) = &settings.access_key {
-            loader = loader.credentials_provider(aws_sdk_organizations::config::Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "coverwatch-settings",
-            ));
-        }
         Self {
-            base: loader.load().await,
+            base: base_config(settings).await,
             requests_per_second: settings.requests_per_second,
         }
     }
@@ -258,7 +267,7 @@ where
 }
 
 /// `Code: message` of an AWS error, or the transport error.
-fn describe<E, R>(error: &aws_sdk_organizations::error::SdkError<E, R>) -> String
+pub(crate) fn describe<E, R>(error: &aws_sdk_organizations::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_organizations::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -12,6 +12,8 @@ use tokio::time::Instant;
 pub struct Throttle {
     /// None: unpaced (a local fake, or a benchmark of the server alone).
     interval: Option<Duration>,
+    /// Operations with a documented rate of their own (requests per second).
+    rates: BTreeMap<&'static str, f64>,
     next: Mutex<BTreeMap<&'static str, Instant>>,
     calls: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -21,15 +23,29 @@ impl Throttle {
     pub fn new(per_second: f64) -> Self {
         Self {
             interval: (per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second)),
+            rates: BTreeMap::new(),
             next: Mutex::default(),
             calls: Mutex::default(),
+        }
+    }
+
+    /// As `new`, with some operations at their own (lower) documented rates;
+    /// those too are off when pacing is.
+    pub fn with_rates(per_second: f64, rates: &[(&'static str, f64)]) -> Self {
+        Self {
+            rates: rates.iter().copied().collect(),
+            ..Self::new(per_second)
         }
     }
 
     /// Waits for the operation's next slot and counts the call.
     pub async fn wait(&self, operation: &'static str) {
         *self.calls.lock().expect("calls lock").entry(operation).or_default() += 1;
-        let Some(interval) = self.interval else { return };
+        let Some(default) = self.interval else { return };
+        let interval = match self.rates.get(operation) {
+            Some(rate) if *rate > 0.0 => Duration::from_secs_f64(1.0 / rate).max(default),
+            _ => default,
+        };
         let slot = {
             let mut next = self.next.lock().expect("throttle lock");
             let now = Instant::now();

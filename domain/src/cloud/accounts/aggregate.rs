@@ -5,11 +5,12 @@ use super::error::CloudAccountsError;
 use super::events::CloudAccountsEvent;
 use super::state::{AccountStatus, CloudAccounts};
 use crate::cloud::CloudServices;
-use crate::cloud::values::AwsAccountId;
+use crate::cloud::values::{AwsAccountId, Region};
 use crate::ids::TenantId;
 use crate::plans::Limit;
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
+use std::collections::BTreeSet;
 
 type Decision = Result<CloudAccountsEvent, CloudAccountsError>;
 
@@ -31,6 +32,12 @@ impl Aggregate for CloudAccounts {
         let event = match command {
             CloudAccountsCommand::Connect { account, max_accounts } => self.connect(tenant_id, account, max_accounts),
             CloudAccountsCommand::Disconnect { account_id } => self.disconnect(tenant_id, account_id),
+            CloudAccountsCommand::RecordConnectionFailure { account, reason } => {
+                self.record_connection_failure(tenant_id, account, reason)
+            }
+            CloudAccountsCommand::SetScanRegions { account_id, regions } => {
+                self.set_scan_regions(tenant_id, account_id, regions)
+            }
         }?;
         crate::emit::emit(self, sink, [event]).await;
         Ok(())
@@ -42,17 +49,22 @@ impl Aggregate for CloudAccounts {
 }
 
 impl CloudAccounts {
-    fn connect(&self, tenant_id: TenantId, account: NewAccount, max_accounts: Limit) -> Decision {
+    /// Connecting (or failing to) needs the account not connected already.
+    fn not_connected(&self, account_id: &AwsAccountId) -> Result<(), CloudAccountsError> {
         if self
             .accounts
-            .get(&account.account_id)
+            .get(account_id)
             .is_some_and(|a| a.status == AccountStatus::Connected)
         {
             return Err(CloudAccountsError::Conflict(format!(
-                "account {} is already connected",
-                account.account_id
+                "account {account_id} is already connected"
             )));
         }
+        Ok(())
+    }
+
+    fn connect(&self, tenant_id: TenantId, account: NewAccount, max_accounts: Limit) -> Decision {
+        self.not_connected(&account.account_id)?;
         let used = self.connected();
         if let Limit::AtMost(limit) = max_accounts
             && !max_accounts.allows(used, 1)
@@ -60,6 +72,41 @@ impl CloudAccounts {
             return Err(CloudAccountsError::LimitReached { used, limit });
         }
         Ok(CloudAccountsEvent::CloudAccountConnected { tenant_id, account })
+    }
+
+    fn record_connection_failure(&self, tenant_id: TenantId, account: NewAccount, reason: String) -> Decision {
+        self.not_connected(&account.account_id)?;
+        Ok(CloudAccountsEvent::CloudAccountConnectionFailed {
+            tenant_id,
+            account,
+            reason,
+        })
+    }
+
+    fn set_scan_regions(
+        &self,
+        tenant_id: TenantId,
+        account_id: AwsAccountId,
+        regions: Option<BTreeSet<Region>>,
+    ) -> Decision {
+        let account = self
+            .accounts
+            .get(&account_id)
+            .filter(|a| a.status == AccountStatus::Connected)
+            .ok_or(CloudAccountsError::NotFound("connected cloud account"))?;
+        if regions.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Err(CloudAccountsError::Rule(
+                "name at least one region, or none to scan every enabled region".into(),
+            ));
+        }
+        if account.scan_regions == regions {
+            return Err(CloudAccountsError::Unchanged);
+        }
+        Ok(CloudAccountsEvent::AccountScanRegionsSet {
+            tenant_id,
+            account_id,
+            regions,
+        })
     }
 
     fn disconnect(&self, tenant_id: TenantId, account_id: AwsAccountId) -> Decision {

@@ -4,6 +4,7 @@ use super::state::AccountSource;
 use crate::cloud::values::{AwsAccountId, Environment, Region, RoleArn};
 use crate::plans::Limit;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// An account to connect, as the caller described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,5 +26,16 @@ pub enum CloudAccountsCommand {
     },
     Disconnect {
         account_id: AwsAccountId,
+    },
+    /// The account's role could not be assumed (AWS's reason): it is kept,
+    /// in error, and counts for nothing until a connect succeeds.
+    RecordConnectionFailure {
+        account: NewAccount,
+        reason: String,
+    },
+    /// Where scans of the account look (None: every enabled region).
+    SetScanRegions {
+        account_id: AwsAccountId,
+        regions: Option<BTreeSet<Region>>,
     },
 }

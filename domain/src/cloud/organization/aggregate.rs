@@ -43,6 +43,7 @@ impl Aggregate for CloudOrganization {
             C::RecordMemberFailure { account_id, reason } => self.record_member_failure(account_id, reason),
             C::RecordMemberDisconnected { account_id } => Ok(self.record_member_disconnected(account_id)),
             C::RecordDiscovery { run_id, found, errors } => self.record_discovery(run_id, found, errors),
+            C::SetScanRegions { regions } => self.set_scan_regions(regions),
         }?;
         if events.is_empty() {
             return Ok(());
@@ -66,6 +67,22 @@ impl Aggregate for CloudOrganization {
 }
 
 impl CloudOrganization {
+    fn set_scan_regions(
+        &self,
+        regions: Option<BTreeSet<crate::cloud::values::Region>>,
+    ) -> Result<Vec<CloudOrganizationEvent>, CloudOrganizationError> {
+        self.registered()?;
+        if regions.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Err(CloudOrganizationError::Rule(
+                "name at least one region, or none to scan every enabled region".into(),
+            ));
+        }
+        if self.scan_regions == regions {
+            return Ok(vec![]);
+        }
+        Ok(vec![CloudOrganizationEvent::OrganizationScanRegionsSet { regions }])
+    }
+
     fn register(&self, command: CloudOrganizationCommand) -> Decision {
         let CloudOrganizationCommand::Register {
             organization_id,

@@ -44,4 +44,9 @@ pub enum CloudOrganizationCommand {
         found: Discovered,
         errors: Vec<String>,
     },
+    /// Where scans of the members look, unless an account says otherwise
+    /// (None: every enabled region).
+    SetScanRegions {
+        regions: Option<std::collections::BTreeSet<crate::cloud::values::Region>>,
+    },
 }

@@ -92,6 +92,9 @@ pub enum CloudOrganizationEvent {
         from: OrganizationStatus,
         to: OrganizationStatus,
     },
+    OrganizationScanRegionsSet {
+        regions: Option<std::collections::BTreeSet<crate::cloud::values::Region>>,
+    },
 }
 
 impl DomainEvent for CloudOrganizationEvent {
@@ -116,6 +119,7 @@ impl DomainEvent for CloudOrganizationEvent {
             Self::MemberDisconnected { .. } => "MemberDisconnected",
             Self::DiscoveryCompleted { .. } => "DiscoveryCompleted",
             Self::OrganizationStatusChanged { .. } => "OrganizationStatusChanged",
+            Self::OrganizationScanRegionsSet { .. } => "OrganizationScanRegionsSet",
         }
         .to_owned()
     }

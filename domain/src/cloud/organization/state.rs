@@ -38,6 +38,9 @@ pub struct CloudOrganization {
     /// Members the tenant selected for connection, and how that went.
     pub links: BTreeMap<String, MemberLink>,
     pub runs: BTreeSet<RunId>,
+    /// Where scans of the members look (None: every enabled region).
+    #[serde(default)]
+    pub scan_regions: Option<BTreeSet<crate::cloud::values::Region>>,
 }
 
 impl CloudOrganization {
@@ -97,6 +100,7 @@ impl CloudOrganization {
                 self.discovery_status = Some(status);
             }
             E::OrganizationStatusChanged { to, .. } => self.status = to,
+            E::OrganizationScanRegionsSet { regions } => self.scan_regions = regions,
         }
     }
 

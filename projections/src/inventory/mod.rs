@@ -1,0 +1,168 @@
+//! The inventory read model: what each connected account's scans found,
+//! per service and region (`inventory_observations`), and per account the
+//! regions in scope and the last change (`inventory_accounts`), from the
+//! AccountInventory aggregate's events. `queries` reads them. When the
+//! account was last scanned (a scan that changed nothing appends nothing)
+//! is the scan workflow's to say, from its run rows.
+
+pub mod queries;
+
+use crate::event::StoredEvent;
+use crate::runtime::Subscriber;
+use async_trait::async_trait;
+use coverwatch_domain::scan::inventory::InventoryEvent;
+use coverwatch_domain::scan::{Observation, ObservationKey};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+pub struct Inventory;
+
+#[async_trait]
+impl Subscriber for Inventory {
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["inventory_observations", "inventory_accounts"]
+    }
+
+    /// The inventory is read right after a scan is started or finishes
+    /// (scans do not wait, but their readers do).
+    fn awaited(&self) -> bool {
+        true
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for event in events.iter().filter(|e| e.aggregate_type == "account_inventory") {
+            let InventoryEvent::InventoryChanged {
+                tenant_id,
+                account_id,
+                run_id,
+                regions,
+                found,
+                changed,
+                removed,
+            } = event.decode()?;
+            let account = account_id.as_str();
+            remove(conn, tenant_id, account, &removed).await?;
+            upsert(
+                conn,
+                tenant_id,
+                account,
+                found.iter().chain(&changed),
+                event.recorded_at,
+            )
+            .await?;
+            let regions: Vec<&str> = regions.iter().map(|r| r.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO inventory_accounts (tenant_id, account_id, regions, last_run_id, last_changed_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, account_id) DO UPDATE SET regions = excluded.regions,
+                    last_run_id = excluded.last_run_id, last_changed_at = excluded.last_changed_at",
+            )
+            .bind(tenant_id)
+            .bind(account)
+            .bind(&regions)
+            .bind(run_id)
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn remove(
+    conn: &mut PgConnection,
+    tenant_id: coverwatch_domain::ids::TenantId,
+    account: &str,
+    removed: &[ObservationKey],
+) -> anyhow::Result<()> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let (services, regions, kinds, resources) =
+        columns(removed.iter().map(|k| (k.service, &k.region, &k.kind, &k.resource_id)));
+    sqlx::query(
+        "DELETE FROM inventory_observations o
+          USING unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS r(service, region, kind, resource_id)
+          WHERE o.tenant_id = $1 AND o.account_id = $2 AND o.service = r.service AND o.region = r.region
+            AND o.kind = r.kind AND o.resource_id = r.resource_id",
+    )
+    .bind(tenant_id)
+    .bind(account)
+    .bind(&services)
+    .bind(&regions)
+    .bind(&kinds)
+    .bind(&resources)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert<'a>(
+    conn: &mut PgConnection,
+    tenant_id: coverwatch_domain::ids::TenantId,
+    account: &str,
+    observations: impl Iterator<Item = &'a Observation>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let observations: Vec<&Observation> = observations.collect();
+    if observations.is_empty() {
+        return Ok(());
+    }
+    let (services, regions, kinds, resources) = columns(
+        observations
+            .iter()
+            .map(|o| (o.service, &o.region, &o.kind, &o.resource_id)),
+    );
+    let enabled: Vec<bool> = observations.iter().map(|o| o.enabled).collect();
+    let details: Vec<Value> = observations
+        .iter()
+        .map(|o| serde_json::to_value(&o.detail))
+        .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "INSERT INTO inventory_observations (tenant_id, account_id, service, region, kind, resource_id, enabled,
+                detail, first_seen_at, last_changed_at)
+         SELECT $1, $2, u.service, u.region, u.kind, u.resource_id, u.enabled, u.detail, $9, $9
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::jsonb[])
+                AS u(service, region, kind, resource_id, enabled, detail)
+         ON CONFLICT (tenant_id, account_id, service, region, kind, resource_id) DO UPDATE SET
+            enabled = excluded.enabled, detail = excluded.detail, last_changed_at = excluded.last_changed_at",
+    )
+    .bind(tenant_id)
+    .bind(account)
+    .bind(&services)
+    .bind(&regions)
+    .bind(&kinds)
+    .bind(&resources)
+    .bind(&enabled)
+    .bind(&details)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+type Columns = (Vec<&'static str>, Vec<String>, Vec<String>, Vec<String>);
+
+fn columns<'a>(
+    rows: impl Iterator<
+        Item = (
+            coverwatch_domain::scan::Service,
+            &'a coverwatch_domain::cloud::values::Region,
+            &'a String,
+            &'a String,
+        ),
+    >,
+) -> Columns {
+    let mut columns: Columns = Default::default();
+    for (service, region, kind, resource) in rows {
+        columns.0.push(service.as_str());
+        columns.1.push(region.as_str().to_owned());
+        columns.2.push(kind.clone());
+        columns.3.push(resource.clone());
+    }
+    columns
+}
