@@ -96,7 +96,7 @@ impl FaultProxy {
         assert!(response.status().is_success());
     }
 
-    async fn stats(&self) -> Value {
+    pub(crate) async fn stats(&self) -> Value {
         reqwest::get(format!("{}/_stats", self.url))
             .await
             .unwrap()

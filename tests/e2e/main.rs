@@ -20,6 +20,7 @@ mod privileges;
 mod rate_limits;
 mod read_models;
 mod replay;
+mod scanning;
 mod stripe_fakes;
 mod suspension;
 mod tenants;
