@@ -59,7 +59,8 @@ pub struct JobSettings {
     pub heartbeat_secs: u64,
     /// How often idle workers look for work (new jobs wake them at once).
     pub poll_ms: u64,
-    /// Start the scans the plans schedule (the upkeep loop's process).
+    /// Start the scans and re-discoveries the plans schedule (the upkeep
+    /// loop's process).
     pub scheduled_scans: bool,
 }
 

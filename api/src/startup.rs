@@ -65,8 +65,9 @@ pub struct Application {
     wake: watch::Receiver<u64>,
     /// The job workers this process runs (scans and discoveries).
     workers: Option<Workers>,
-    /// Set when this process's upkeep loop starts scheduled scans.
-    scheduled_scans: Option<Arc<ScanWorkflow>>,
+    /// Set when this process's upkeep loop starts scheduled scans and
+    /// re-discoveries.
+    scheduled: Option<Arc<schedule::Scheduled>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -345,7 +346,12 @@ impl Application {
             scans: scans.clone(),
             settings: job_settings,
         });
-        let scheduled_scans = (settings.jobs.scheduled_scans).then(|| scans.clone());
+        let scheduled = (settings.jobs.scheduled_scans).then(|| {
+            Arc::new(schedule::Scheduled {
+                scans: scans.clone(),
+                discoveries: discovery.clone(),
+            })
+        });
         let state = AppState {
             pool: pool.clone(),
             tenants: Arc::new(TenantService {
@@ -430,7 +436,7 @@ impl Application {
             runtime,
             billing,
             workers,
-            scheduled_scans,
+            scheduled,
             settle_interval: Duration::from_millis(settings.subscribers.settle_interval_ms),
             wake,
             shutdown: watch::channel(false).0,
@@ -473,7 +479,7 @@ impl Application {
         if subscribers.is_some() {
             tokio::spawn(schedule::run(
                 self.billing.clone(),
-                self.scheduled_scans.clone(),
+                self.scheduled.clone(),
                 self.settle_interval,
                 self.shutdown.subscribe(),
             ));

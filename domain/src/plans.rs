@@ -200,6 +200,9 @@ pub struct Overrides {
     pub org_features: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_rate_per_minute: Option<u32>,
+    /// A schedule of its own (0: on demand only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_interval_hours: Option<u32>,
 }
 
 impl Overrides {
@@ -210,7 +213,7 @@ impl Overrides {
             org_features: self.org_features.unwrap_or(base.org_features),
             history_retention_days: self.history_retention_days.unwrap_or(base.history_retention_days),
             api_rate_per_minute: self.api_rate_per_minute.unwrap_or(base.api_rate_per_minute),
-            scan_interval_hours: base.scan_interval_hours,
+            scan_interval_hours: self.scan_interval_hours.unwrap_or(base.scan_interval_hours),
         }
     }
 

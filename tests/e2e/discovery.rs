@@ -142,6 +142,13 @@ pub(crate) async fn registered_on(
     .await;
     let tenant = app.create_tenant("org-discovery").await;
     app.set_overrides(&tenant, json!({"org_features": true})).await;
+    let base = register_organization(&app, &tenant, org_id).await;
+    (app, tenant, base)
+}
+
+/// Registers the organization `org_id` (management account 123456789012)
+/// and answers its path, `/v1/tenants/{t}/cloud-organizations/{id}`.
+pub(crate) async fn register_organization(app: &TestApp, tenant: &TestTenant, org_id: &str) -> String {
     let org = expect_status(
         app.post(
             &format!("/v1/tenants/{}/cloud-organizations", tenant.id),
@@ -153,12 +160,11 @@ pub(crate) async fn registered_on(
         StatusCode::CREATED,
     )
     .await;
-    let base = format!(
+    format!(
         "/v1/tenants/{}/cloud-organizations/{}",
         tenant.id,
         org["id"].as_str().unwrap()
-    );
-    (app, tenant, base)
+    )
 }
 
 async fn event_count(app: &TestApp, event_type: &str) -> i64 {

@@ -21,12 +21,14 @@ POST /_faults with JSON replaces the rules:
                                                account:ListRegions answers (default us-east-1)
   {"securityhub": {"<account>/<region>": {"standards": ["arn:..."], "controls": {"IAM.1": "ENABLED"}}}}
   {"analyzers": {"<account>/<region>": [{"name": "a", "type": "ACCOUNT", "status": "ACTIVE"}]}}
+  {"delay_ms": 200}                            every call answered that much later
 GET /_stats: {"throttled": {op: n}, "forwarded": {op: n}, "denied": {op: n},
               "calls": {"<account>/<region>/<action>": n}}.
 
 The account of a request is known from the credentials moto's STS issued
-(the proxy reads every AssumeRole answer it forwards); the region and the
-service from the request's SigV4 credential scope.
+(the proxy reads every AssumeRole answer it forwards); other credentials
+(Coverwatch's own) count as "principal". The region and the service come
+from the request's SigV4 credential scope.
 """
 
 import argparse
@@ -34,6 +36,7 @@ import datetime
 import json
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -122,7 +125,10 @@ class Handler(BaseHTTPRequestHandler):
     def handle_call(self, body):
         key, region, service = scope(self.headers)
         with LOCK:
-            account = KEYS.get(key)
+            account = KEYS.get(key, "principal" if key else None)
+            delay = RULES.get("delay_ms", 0)
+        if delay:
+            time.sleep(delay / 1000)
         target = self.headers.get("X-Amz-Target", "")
         path = urllib.parse.urlparse(self.path).path
         protocol = "rest"

@@ -157,6 +157,11 @@ pub struct OverridesBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub api_rate_per_minute: Option<Option<u32>>,
+    /// Scheduled scans and re-discoveries every this many hours (0: on
+    /// demand only).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub scan_interval_hours: Option<Option<u32>>,
 }
 
 async fn admin_subscription_command(
@@ -189,6 +194,7 @@ pub async fn put_overrides(
         history_retention_days: body.history_retention_days,
         org_features: body.org_features,
         api_rate_per_minute: body.api_rate_per_minute,
+        scan_interval_hours: body.scan_interval_hours,
     };
     admin_subscription_command(&state, &info, tenant_id, SubscriptionCommand::SetOverrides { patch }).await
 }

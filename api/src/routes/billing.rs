@@ -34,6 +34,9 @@ pub struct EntitlementsView {
     pub org_features: bool,
     pub history_retention_days: u32,
     pub api_rate_per_minute: u32,
+    /// Scheduled scans and re-discoveries every this many hours; 0: on
+    /// demand only.
+    pub scan_interval_hours: u32,
 }
 
 impl From<coverwatch_domain::plans::Entitlements> for EntitlementsView {
@@ -44,6 +47,7 @@ impl From<coverwatch_domain::plans::Entitlements> for EntitlementsView {
             org_features: e.org_features,
             history_retention_days: e.history_retention_days,
             api_rate_per_minute: e.api_rate_per_minute,
+            scan_interval_hours: e.scan_interval_hours,
         }
     }
 }

@@ -170,6 +170,8 @@ pub struct RunAccountView {
     pub changed: Option<bool>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The worker process that scanned it last (host:pid).
+    pub worker: Option<String>,
 }
 
 fn error_view(account_id: &str, error: ScanError) -> ScanErrorView {
@@ -196,6 +198,7 @@ impl From<RunAccountRow> for RunAccountView {
             changed: row.changed,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            worker: row.worker,
         }
     }
 }

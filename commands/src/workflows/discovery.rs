@@ -24,7 +24,7 @@ use coverwatch_domain::cloud::{
 };
 use coverwatch_domain::ids::{OrganizationId, RunId, TenantId};
 use coverwatch_domain::plans::PlanCatalog;
-use coverwatch_projections::cloud::queries::organization;
+use coverwatch_projections::cloud::queries::{all_organizations, organization};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -144,6 +144,56 @@ impl DiscoveryWorkflow {
             .map_err(|error| CommandError::Unexpected(anyhow::anyhow!(error).context("enqueueing a discovery")))?;
         tx.commit().await?;
         Ok(run_id)
+    }
+
+    /// Starts the re-discoveries the schedule calls for: every organization
+    /// of a tenant whose plan scans on schedule and has the organization
+    /// features, past its phase point in the interval (the plan's scan
+    /// interval) since its last run started (or since it was registered),
+    /// and not being discovered now. One process at a time decides.
+    pub async fn discover_due(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        const LOCK: &str = "coverwatch-discovery-schedule";
+        let Some(lock) = super::try_lock(&self.pool, LOCK).await? else {
+            return Ok(0);
+        };
+        let started = self.discover_due_locked(now).await;
+        super::unlock(lock, LOCK).await;
+        started
+    }
+
+    async fn discover_due_locked(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let runs: Vec<(OrganizationId, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT organization_id, max(started_at), bool_or(status = 'running')
+               FROM discovery_runs GROUP BY organization_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let runs: std::collections::BTreeMap<OrganizationId, (DateTime<Utc>, bool)> =
+            runs.into_iter().map(|(id, at, running)| (id, (at, running))).collect();
+        let mut started = 0;
+        for (tenant_id, organization_id, registered_at) in all_organizations(&self.pool).await? {
+            let reference = match runs.get(&organization_id) {
+                Some((_, true)) => continue,
+                Some((last, false)) => *last,
+                None => registered_at,
+            };
+            let entitlements = self.billing.entitlements(tenant_id).await?;
+            if entitlements.scan_interval_hours == 0 || !entitlements.org_features {
+                continue;
+            }
+            let interval = chrono::Duration::hours(i64::from(entitlements.scan_interval_hours));
+            if !super::due(&organization_id.to_string(), interval, reference, now) {
+                continue;
+            }
+            match self
+                .start(tenant_id, organization_id, CommandMetadata::system(tenant_id))
+                .await
+            {
+                Ok(_) => started += 1,
+                Err(error) => tracing::warn!(error = %error, %organization_id, "starting a scheduled discovery failed"),
+            }
+        }
+        Ok(started)
     }
 
     async fn discover(&self, target: Target, run_id: RunId, metadata: CommandMetadata) {

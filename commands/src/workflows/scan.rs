@@ -130,6 +130,19 @@ pub struct RunAccountRow {
     pub changed: Option<bool>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The process that scanned it last (host:pid).
+    pub worker: Option<String>,
+}
+
+/// This process, as run rows name it: host and process id.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// The accounts a run covers, resolved against the CloudAccounts aggregate
@@ -294,12 +307,13 @@ impl ScanWorkflow {
     /// it scans again: the inventory appends only what differs.
     pub async fn scan_one(&self, job: &ScanJob) -> anyhow::Result<()> {
         sqlx::query(
-            "UPDATE scan_run_accounts SET status = 'running', attempts = attempts + 1, started_at = $3
+            "UPDATE scan_run_accounts SET status = 'running', attempts = attempts + 1, started_at = $3, worker = $4
               WHERE run_id = $1 AND account_id = $2",
         )
         .bind(job.run_id)
         .bind(&job.account_id)
         .bind(self.now())
+        .bind(worker_name())
         .execute(&self.pool)
         .await?;
         let account_id = AwsAccountId::parse(&job.account_id).map_err(|e| anyhow::anyhow!(e))?;
@@ -416,28 +430,49 @@ impl ScanWorkflow {
     }
 
     /// Starts the scans the schedule calls for: per tenant whose plan scans
-    /// on schedule, its connected accounts whose last scan is an interval
-    /// old (a never-scanned account waits a share of the interval fixed by
-    /// its id, so a tenant's accounts spread over it instead of starting
-    /// together). One run per tenant.
+    /// on schedule, its connected accounts past their phase point in the
+    /// interval since their last scan (or since they connected) and not
+    /// being scanned now; accounts have their own phase, so a tenant's
+    /// accounts spread over the interval instead of starting together. One
+    /// run per tenant; one process at a time decides.
     pub async fn scan_due(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        const LOCK: &str = "coverwatch-scan-schedule";
+        let Some(lock) = super::try_lock(&self.pool, LOCK).await? else {
+            return Ok(0);
+        };
+        let started = self.scan_due_locked(now).await;
+        super::unlock(lock, LOCK).await;
+        started
+    }
+
+    async fn scan_due_locked(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<usize> {
         /// A connected account: when it connected and last finished a scan.
         type Due = (String, DateTime<Utc>, Option<DateTime<Utc>>);
-        let last: Vec<(TenantId, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT tenant_id, account_id, max(finished_at) FROM scan_run_accounts
-              WHERE status IN ('done', 'failed') GROUP BY tenant_id, account_id",
+        let last: Vec<(TenantId, String, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+            "SELECT tenant_id, account_id, max(finished_at) FILTER (WHERE status IN ('done', 'failed')),
+                    bool_or(status IN ('queued', 'running'))
+               FROM scan_run_accounts GROUP BY tenant_id, account_id",
         )
         .fetch_all(&self.pool)
         .await?;
+        let busy: BTreeSet<(TenantId, String)> = last
+            .iter()
+            .filter(|(_, _, _, busy)| *busy)
+            .map(|(t, a, _, _)| (*t, a.clone()))
+            .collect();
         let last: BTreeMap<(TenantId, String), Option<DateTime<Utc>>> =
-            last.into_iter().map(|(t, a, at)| ((t, a), at)).collect();
+            last.into_iter().map(|(t, a, at, _)| ((t, a), at)).collect();
         let mut by_tenant: BTreeMap<TenantId, Vec<Due>> = BTreeMap::new();
         for (tenant_id, account_id, connected_at) in all_connected(&self.pool).await? {
-            let finished = last.get(&(tenant_id, account_id.clone())).copied().flatten();
+            let key = (tenant_id, account_id);
+            if busy.contains(&key) {
+                continue;
+            }
+            let finished = last.get(&key).copied().flatten();
             by_tenant
                 .entry(tenant_id)
                 .or_default()
-                .push((account_id, connected_at, finished));
+                .push((key.1, connected_at, finished));
         }
         let mut started = 0;
         for (tenant_id, accounts) in by_tenant {
@@ -449,11 +484,7 @@ impl ScanWorkflow {
             let due: BTreeSet<String> = accounts
                 .into_iter()
                 .filter(|(account_id, connected_at, last)| {
-                    let base = match last {
-                        Some(last) => *last,
-                        None => *connected_at - interval + spread(account_id, interval),
-                    };
-                    now >= base + interval
+                    super::due(account_id, interval, last.unwrap_or(*connected_at), now)
                 })
                 .map(|(account_id, _, _)| account_id)
                 .collect();
@@ -487,7 +518,7 @@ impl ScanWorkflow {
             return Ok(None);
         };
         let accounts = sqlx::query_as::<_, RunAccountRow>(
-            "SELECT account_id, status, attempts, regions, calls, errors, changed, started_at, finished_at
+            "SELECT account_id, status, attempts, regions, calls, errors, changed, started_at, finished_at, worker
                FROM scan_run_accounts WHERE run_id = $1 ORDER BY account_id",
         )
         .bind(run_id)
@@ -513,7 +544,7 @@ impl ScanWorkflow {
         .await?;
         let Some((run_id,)) = row else { return Ok(None) };
         let account = sqlx::query_as::<_, RunAccountRow>(
-            "SELECT account_id, status, attempts, regions, calls, errors, changed, started_at, finished_at
+            "SELECT account_id, status, attempts, regions, calls, errors, changed, started_at, finished_at, worker
                FROM scan_run_accounts WHERE run_id = $1 AND account_id = $2",
         )
         .bind(run_id)
@@ -542,19 +573,9 @@ impl ScanWorkflow {
     }
 }
 
-/// A share of the interval fixed by the account's id (FNV-1a: stable
-/// across processes and versions, unlike the standard hasher).
-fn spread(account_id: &str, interval: chrono::Duration) -> chrono::Duration {
-    let hash = account_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let seconds = interval.num_seconds().max(1) as u64;
-    chrono::Duration::seconds((hash % seconds) as i64)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::super::spread;
 
     #[test]
     fn accounts_spread_over_the_interval_and_always_the_same_way() {

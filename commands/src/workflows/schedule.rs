@@ -5,8 +5,8 @@
 //! whose last one is a day old, and pruning past each tenant's retention,
 //! from its tier), then prunes metered API requests past the longest period
 //! usage is reported over, the rate limits' ended windows and idempotency
-//! keys past their 24 hours, and starts the scans the plans schedule. Commands do
-//! not wait for it.
+//! keys past their 24 hours, and starts the scans and re-discoveries the
+//! plans schedule. Commands do not wait for it.
 
 use crate::services::BillingService;
 use anyhow::Context;
@@ -16,11 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Runs until `stop` turns true; `scans` starts the scans the schedule
-/// calls for, when this process schedules them.
+/// What the schedule starts besides the upkeep: scans and re-discoveries
+/// at each tenant's plan interval.
+pub struct Scheduled {
+    pub scans: Arc<super::ScanWorkflow>,
+    pub discoveries: Arc<super::DiscoveryWorkflow>,
+}
+
+/// Runs until `stop` turns true; `scheduled` starts the scans and
+/// re-discoveries the schedule calls for, when this process schedules them.
 pub async fn run(
     billing: Arc<BillingService>,
-    scans: Option<Arc<super::ScanWorkflow>>,
+    scheduled: Option<Arc<Scheduled>>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -42,10 +49,14 @@ pub async fn run(
         if let Err(error) = crate::idempotency::purge_expired(&billing.pool).await {
             tracing::warn!(error = ?error, "purging idempotency keys failed");
         }
-        if let Some(scans) = &scans
-            && let Err(error) = scans.scan_due(now).await
-        {
-            tracing::warn!(error = ?error, "starting scheduled scans failed");
+        if let Some(scheduled) = &scheduled {
+            // Re-discovery first: a scan then sees the accounts it found.
+            if let Err(error) = scheduled.discoveries.discover_due(now).await {
+                tracing::warn!(error = ?error, "starting scheduled discoveries failed");
+            }
+            if let Err(error) = scheduled.scans.scan_due(now).await {
+                tracing::warn!(error = ?error, "starting scheduled scans failed");
+            }
         }
         if let Err(error) = crate::rate_limits::prune(&billing.pool, now).await {
             tracing::warn!(error = ?error, "pruning rate-limit counters failed");

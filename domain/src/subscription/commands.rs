@@ -52,6 +52,7 @@ pub struct OverridesPatch {
     pub history_retention_days: Option<Option<u32>>,
     pub org_features: Option<Option<bool>>,
     pub api_rate_per_minute: Option<Option<u32>>,
+    pub scan_interval_hours: Option<Option<u32>>,
 }
 
 impl OverridesPatch {
@@ -65,6 +66,7 @@ impl OverridesPatch {
             history_retention_days: pick(self.history_retention_days, current.history_retention_days),
             org_features: pick(self.org_features, current.org_features),
             api_rate_per_minute: pick(self.api_rate_per_minute, current.api_rate_per_minute),
+            scan_interval_hours: pick(self.scan_interval_hours, current.scan_interval_hours),
         }
     }
 }

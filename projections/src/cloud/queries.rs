@@ -329,3 +329,11 @@ pub async fn all_connected(pool: &PgPool) -> sqlx::Result<Vec<(TenantId, String,
         .fetch_all(pool)
         .await
 }
+
+/// Every registered organization of every tenant, with when it was
+/// registered (for the re-discovery schedule).
+pub async fn all_organizations(pool: &PgPool) -> sqlx::Result<Vec<(TenantId, OrganizationId, DateTime<Utc>)>> {
+    sqlx::query_as("SELECT tenant_id, id, created_at FROM cloud_organizations")
+        .fetch_all(pool)
+        .await
+}
