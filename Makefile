@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/coverwatch
 PSQL_ADMIN = $(BIN) db up >/dev/null && psql -X -q -v ON_ERROR_STOP=1 "postgres://coverwatch@127.0.0.1:$${COVERWATCH_LOCAL_PORT:-54329}/postgres"
 
-.PHONY: run test build bench bench-discovery lint fmt db-up db-stop clean-test-dbs test-tools kafka-tools broker broker-release
+.PHONY: run test build bench bench-discovery bench-scan lint fmt db-up db-stop clean-test-dbs test-tools kafka-tools broker broker-release
 
 # Test tools kept outside the clone so only a fresh machine pays for them:
 # tansu (a Kafka-protocol broker, built from crates.io with SQLite and memory
@@ -91,3 +91,11 @@ db-up:
 
 db-stop:
 	$(CARGO) run -q --bin coverwatch -- db stop
+
+# The scanning benchmark: 1,000 accounts over 4 regions in moto behind the
+# fault proxy, Coverwatch's scan with worker processes beside a plain boto3
+# scan making the same calls (about 40 minutes; needs `make test-tools`).
+bench-scan: test-tools
+	$(CARGO) build --release --bin coverwatch
+	.coverwatch/venv/bin/python tests/tools/bench_scan.py \
+		--coverwatch $(or $(CARGO_TARGET_DIR),target)/release/coverwatch

@@ -74,6 +74,9 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         requests_per_second: f64,
     },
+    /// Scan an organization with worker processes: first scan, re-scans
+    /// with one and two workers, coverage rebuild (see `make bench-scan`).
+    BenchScan(ScanBenchArgs),
     /// Measure command throughput against raw inserts, and catch-up speed.
     Bench {
         #[arg(long, default_value_t = 32)]
@@ -84,6 +87,33 @@ enum Command {
         #[arg(long, default_value_t = 300_000)]
         catch_up_events: i64,
     },
+}
+
+#[derive(clap::Args)]
+struct ScanBenchArgs {
+    /// The AWS endpoint (the fault proxy in front of moto).
+    #[arg(long)]
+    endpoint: String,
+    /// The organization's id (`o-...`).
+    #[arg(long)]
+    organization_id: String,
+    #[arg(long, default_value = "123456789012")]
+    management_account_id: String,
+    /// Pace per account, region and AWS operation; 0: unpaced.
+    #[arg(long, default_value_t = 0.0)]
+    requests_per_second: f64,
+    /// Accounts each worker process scans at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Scan this subtree only (e.g. `Root/ou-00`).
+    #[arg(long)]
+    path_prefix: Option<String>,
+    /// Skip the re-scans and the rebuilds (a paced sample).
+    #[arg(long)]
+    first_scan_only: bool,
+    /// Processes whose CPU time is reported beside the workers' (moto, the proxy).
+    #[arg(long)]
+    watch_pid: Vec<u32>,
 }
 
 #[derive(clap::Args)]
@@ -212,6 +242,19 @@ pub async fn run() -> anyhow::Result<()> {
             organization_id,
             requests_per_second,
         } => crate::devtools::bench::discovery::run(&endpoint, &organization_id, requests_per_second).await,
+        Command::BenchScan(args) => {
+            let bench = crate::devtools::bench::scan::ScanBench {
+                endpoint: args.endpoint,
+                organization_id: args.organization_id,
+                management_account_id: args.management_account_id,
+                requests_per_second: args.requests_per_second,
+                concurrency: args.concurrency,
+                path_prefix: args.path_prefix,
+                rescans: !args.first_scan_only,
+                watch_pids: args.watch_pid,
+            };
+            crate::devtools::bench::scan::run(settings, bench).await
+        }
         Command::BenchKafka(args) => {
             crate::devtools::bench::kafka(settings, &args.brokers, args.rate, args.seconds, args.backlog).await
         }

@@ -3,8 +3,9 @@ scanning benchmark, with boto3 (the `x-moto-account-id` header selects the
 account, as SCANNING-FAKES.md describes), and scans the plain way (boto3,
 sequential) as the benchmark's baseline.
 
-  aws_scan.py seed  --endpoint URL < plan.json     deploys the plan
-  aws_scan.py scan  --endpoint URL < targets.json  a sequential boto3 scan, timed (JSON)
+  aws_scan.py seed  --endpoint URL [--threads N] < plan.json   deploys the plan
+  aws_scan.py scan  --endpoint URL < accounts.json   a sequential boto3 scan, timed (JSON):
+                    Coverwatch's calls, in its order, with assumed-role credentials
 
 A plan: {"<account>": {"<region>": {
     "guardduty": {"enabled": true, "features": ["S3_DATA_EVENTS"]},
@@ -18,6 +19,7 @@ A plan: {"<account>": {"<region>": {
 """
 
 import argparse
+import concurrent.futures
 import json
 import sys
 import time
@@ -140,74 +142,142 @@ def seed_region(endpoint, account, region, plan):
         c("macie2").disable_macie()
 
 
-def seed(endpoint):
+def seed(endpoint, threads=1):
     plan = json.load(sys.stdin)
-    for account, regions in plan.items():
-        for region, what in regions.items():
+    work = [(account, region, what) for account, regions in plan.items() for region, what in regions.items()]
+    if threads <= 1:
+        for account, region, what in work:
             seed_region(endpoint, account, region, what)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            for done in pool.map(lambda w: seed_region(endpoint, *w), work):
+                del done
     print(json.dumps({"seeded": len(plan)}))
 
 
-def scan(endpoint):
-    """The same reads as Coverwatch's scan, one call after the other."""
+def pages(call, key, **kwargs):
+    """Every item of a paginated call, and the number of calls made."""
+    items, calls = [], 0
+    while True:
+        page = call(**kwargs)
+        calls += 1
+        items.extend(page.get(key, []))
+        token = page.get("NextToken") or page.get("nextToken")
+        if not token:
+            return items, calls
+        kwargs["NextToken" if "NextToken" in page else "nextToken"] = token
+
+
+def scan_region(c, account, region):
+    """Coverwatch's reads of one account and region, in its order (the
+    answers are read, not interpreted: the baseline is the calls)."""
+    calls = 0
+    gd = c("guardduty")
+    detectors, n = pages(gd.list_detectors, "DetectorIds")
+    calls += n
+    for detector in detectors:
+        gd.get_detector(DetectorId=detector)
+        calls += 1
+    sh = c("securityhub")
+    calls += 1
+    try:
+        sh.describe_hub()
+        enabled = True
+    except sh.exceptions.InvalidAccessException:
+        enabled = False
+    if enabled:
+        standards, n = pages(sh.get_enabled_standards, "StandardsSubscriptions")
+        calls += n
+        for standard in standards:
+            if standard.get("StandardsStatus") == "READY":
+                _, n = pages(
+                    sh.describe_standards_controls, "Controls",
+                    StandardsSubscriptionArn=standard["StandardsSubscriptionArn"],
+                )
+                calls += n
+    cfg = c("config")
+    recorders = cfg.describe_configuration_recorders()["ConfigurationRecorders"]
+    calls += 1
+    if recorders:
+        cfg.describe_configuration_recorder_status()
+        calls += 1
+    calls += pages(cfg.describe_config_rules, "ConfigRules")[1]
+    calls += pages(cfg.describe_conformance_packs, "ConformancePackDetails")[1]
+    calls += pages(c("cloudwatch").describe_alarms, "MetricAlarms")[1]
+    calls += pages(c("logs").describe_metric_filters, "metricFilters")[1]
+    bridge = c("events")
+    rules, n = pages(bridge.list_rules, "Rules")
+    calls += n
+    for rule in rules:
+        if "cloudtrail" in rule.get("EventPattern", "") or "signin" in rule.get("EventPattern", ""):
+            bridge.list_targets_by_rule(Rule=rule["Name"])
+            calls += 1
+    ct = c("cloudtrail")
+    calls += 1
+    for trail in ct.describe_trails(includeShadowTrails=False)["trailList"]:
+        if trail.get("HomeRegion", region) != region:
+            continue
+        ct.get_trail_status(Name=trail["TrailARN"])
+        ct.get_event_selectors(TrailName=trail["TrailARN"])
+        calls += 2
+    calls += pages(c("accessanalyzer").list_analyzers, "analyzers")[1]
+    c("inspector2").batch_get_account_status(accountIds=[account])
+    calls += 1
+    mc = c("macie2")
+    calls += 1
+    try:
+        mc.get_macie_session()
+    except Exception:  # noqa: BLE001 (not enabled: AccessDenied)
+        pass
+    return calls
+
+
+def scan(endpoint, threads=1):
+    """The same reads as Coverwatch's scan, with the same credentials (an
+    assumed role per account), one call after the other."""
+    del threads
     targets = json.load(sys.stdin)
+    session = boto3.Session()  # one session: the service models load once
+    base = {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    sts = session.client("sts", region_name="us-east-1", **base)
     calls = 0
     started = time.monotonic()
-    for target in targets:
-        account, regions = target["account"], target["regions"]
-        sts = boto3.client(
-            "sts", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+    for account in targets:
+        assumed = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/CoverwatchAudit",
+            RoleSessionName="baseline",
+            ExternalId="baseline",
+            DurationSeconds=3600,
+        )["Credentials"]
+        keys = {
+            "endpoint_url": endpoint,
+            "aws_access_key_id": assumed["AccessKeyId"],
+            "aws_secret_access_key": assumed["SecretAccessKey"],
+            "aws_session_token": assumed["SessionToken"],
+        }
+        identity = session.client("sts", region_name="us-east-1", **keys).get_caller_identity()
+        assert identity["Account"] == account, identity
+        calls += 2
+        regions, n = pages(
+            session.client("account", region_name="us-east-1", **keys).list_regions,
+            "Regions",
+            RegionOptStatusContains=["ENABLED", "ENABLED_BY_DEFAULT"],
+            MaxResults=50,
         )
-        sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/CoverwatchAudit", RoleSessionName="baseline")
-        calls += 1
-        for region in regions:
-            c = lambda service: client(service, endpoint, region, account)  # noqa: E731
-            gd = c("guardduty")
-            for detector in gd.list_detectors()["DetectorIds"]:
-                gd.get_detector(DetectorId=detector)
-                calls += 1
-            calls += 1
-            try:
-                c("securityhub").describe_hub()
-            except Exception:  # noqa: BLE001 (not enabled)
-                pass
-            calls += 1
-            cfg = c("config")
-            cfg.describe_configuration_recorders()
-            cfg.describe_configuration_recorder_status()
-            cfg.describe_config_rules()
-            calls += 3
-            c("logs").describe_metric_filters()
-            c("cloudwatch").describe_alarms()
-            calls += 2
-            bridge = c("events")
-            for rule in bridge.list_rules()["Rules"]:
-                bridge.list_targets_by_rule(Rule=rule["Name"])
-                calls += 1
-            calls += 1
-            ct = c("cloudtrail")
-            for trail in ct.describe_trails(includeShadowTrails=False)["trailList"]:
-                ct.get_trail_status(Name=trail["TrailARN"])
-                ct.get_event_selectors(TrailName=trail["TrailARN"])
-                calls += 2
-            calls += 1
-            c("inspector2").batch_get_account_status(accountIds=[account])
-            calls += 1
-            try:
-                c("macie2").get_macie_session()
-            except Exception:  # noqa: BLE001 (not enabled)
-                pass
-            calls += 1
-    print(json.dumps({"seconds": time.monotonic() - started, "calls": calls}))
+        calls += n
+        for region in sorted(r["RegionName"] for r in regions):
+            c = lambda service: session.client(service, region_name=region, **keys)  # noqa: E731
+            calls += scan_region(c, account, region)
+    print(json.dumps({"seconds": time.monotonic() - started, "calls": calls, "accounts": len(targets)}))
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["seed", "scan"])
     parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    {"seed": seed, "scan": scan}[args.command](args.endpoint)
+    {"seed": seed, "scan": scan}[args.command](args.endpoint, args.threads)
 
 
 if __name__ == "__main__":

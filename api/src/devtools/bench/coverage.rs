@@ -8,7 +8,7 @@
 //! projection's handler alone), and p50/p99 of the organization coverage
 //! query over HTTP.
 
-use super::{fresh_database, serve};
+use super::{coverage_position, fresh_database, serve};
 use crate::devtools::local_pg::LocalPostgres;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -42,15 +42,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % below
     }
-}
-
-async fn coverage_position(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'coverage'")
-            .fetch_optional(pool)
-            .await?
-            .unwrap_or(0),
-    )
 }
 
 async fn caught_up(pool: &PgPool, position: i64) -> anyhow::Result<()> {

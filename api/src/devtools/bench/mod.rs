@@ -1,5 +1,5 @@
 //! `coverwatch bench`: the foundation's speed figures, printed, never asserted
-//! (`discovery`: the AWS discovery benchmark's Rust side).
+//! (`discovery`, `scan`: the AWS discovery and scanning benchmarks' Rust sides).
 //!
 //! 1. Command throughput: the real server on the local PostgreSQL, driven over
 //!    HTTP by N concurrent clients, each updating its own tenant's profile
@@ -12,6 +12,7 @@
 
 pub mod coverage;
 pub mod discovery;
+pub mod scan;
 
 use crate::devtools::local_pg::LocalPostgres;
 use crate::settings::Settings;
@@ -44,6 +45,16 @@ pub(super) async fn fresh_database(
     let pool = connect(&url, pool_size).await?;
     migrate(&pool).await?;
     Ok((pool, url))
+}
+
+/// Where the coverage read model's checkpoint is.
+pub(super) async fn coverage_position(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT position FROM subscriber_checkpoints WHERE name = 'coverage'")
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(0),
+    )
 }
 
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
