@@ -97,5 +97,5 @@ db-stop:
 # scan making the same calls (about 40 minutes; needs `make test-tools`).
 bench-scan: test-tools
 	$(CARGO) build --release --bin coverwatch
-	.coverwatch/venv/bin/python tests/tools/bench_scan.py \
+	.coverwatch/venv/bin/python tests/tools/bench_scan.py $(if $(SAMPLE),--sample-only) \
 		--coverwatch $(or $(CARGO_TARGET_DIR),target)/release/coverwatch

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod database;
 pub mod devtools;
 pub mod error;
 pub mod extract;

@@ -22,6 +22,7 @@ POST /_faults with JSON replaces the rules:
   {"securityhub": {"<account>/<region>": {"standards": ["arn:..."], "controls": {"IAM.1": "ENABLED"}}}}
   {"analyzers": {"<account>/<region>": [{"name": "a", "type": "ACCOUNT", "status": "ACTIVE"}]}}
   {"delay_ms": 200}                            every call answered that much later
+  {"account_delay_ms": 300}                    calls made with an account's assumed role, that much later
 GET /_stats: {"throttled": {op: n}, "forwarded": {op: n}, "denied": {op: n},
               "calls": {"<account>/<region>/<action>": n}}.
 
@@ -127,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             account = KEYS.get(key, "principal" if key else None)
             delay = RULES.get("delay_ms", 0)
+            if account not in (None, "principal"):
+                delay += RULES.get("account_delay_ms", 0)
         if delay:
             time.sleep(delay / 1000)
         target = self.headers.get("X-Amz-Target", "")

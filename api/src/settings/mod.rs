@@ -11,6 +11,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod environment;
+pub use environment::ENVIRONMENT;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -357,75 +360,6 @@ impl Default for LogSettings {
         }
     }
 }
-
-/// Every environment variable and the setting it sets.
-pub const ENVIRONMENT: &[(&str, &str)] = &[
-    ("COVERWATCH_PRODUCTION", "production"),
-    ("DATABASE_URL", "database.url"),
-    ("COVERWATCH_DATABASE_URL", "database.url"),
-    ("COVERWATCH_DATABASE_OWNER_URL", "database.owner_url"),
-    ("COVERWATCH_DATABASE_POOL_SIZE", "database.pool_size"),
-    (
-        "COVERWATCH_DATABASE_STREAMING_POOL_SIZE",
-        "database.streaming_pool_size",
-    ),
-    ("COVERWATCH_STREAMS_PER_TENANT", "http.streams_per_tenant"),
-    ("COVERWATCH_STREAM_IDLE_SECS", "http.stream_idle_secs"),
-    ("COVERWATCH_STREAM_MAX_SECS", "http.stream_max_secs"),
-    ("COVERWATCH_BIND", "http.bind"),
-    ("COVERWATCH_ADMIN_TOKEN", "http.admin_token"),
-    ("COVERWATCH_MAX_BODY_BYTES", "http.max_body_bytes"),
-    ("COVERWATCH_CONSISTENCY_WAIT_MS", "http.consistency_wait_ms"),
-    ("COVERWATCH_PUBLIC_URL", "http.public_url"),
-    ("COVERWATCH_RATE_LIMITS", "http.rate_limits"),
-    ("COVERWATCH_SIGNUPS_PER_HOUR", "http.signups_per_hour"),
-    (
-        "COVERWATCH_INVITATION_ACCEPTS_PER_HOUR",
-        "http.invitation_accepts_per_hour",
-    ),
-    ("COVERWATCH_AUTH_FAILURES_PER_HOUR", "http.auth_failures_per_hour"),
-    ("COVERWATCH_TRUSTED_PROXY_HOPS", "http.trusted_proxy_hops"),
-    ("COVERWATCH_IDEMPOTENCY_LEASE_SECS", "http.idempotency_lease_secs"),
-    ("COVERWATCH_JOBS", "jobs.enabled"),
-    ("COVERWATCH_JOB_CONCURRENCY", "jobs.concurrency"),
-    ("COVERWATCH_JOB_HEARTBEAT_SECS", "jobs.heartbeat_secs"),
-    ("COVERWATCH_JOB_POLL_MS", "jobs.poll_ms"),
-    ("COVERWATCH_SCHEDULED_SCANS", "jobs.scheduled_scans"),
-    ("COVERWATCH_METRICS_TOKEN", "http.metrics_token"),
-    ("COVERWATCH_METRICS_BIND", "http.metrics_bind"),
-    ("COVERWATCH_SUBSCRIBER_BATCH_SIZE", "subscribers.batch_size"),
-    ("COVERWATCH_SETTLE_INTERVAL_MS", "subscribers.settle_interval_ms"),
-    ("COVERWATCH_LOCAL_DIR", "local.dir"),
-    ("COVERWATCH_LOCAL_PORT", "local.port"),
-    ("COVERWATCH_AUDIT_SIGNING_KEY", "audit.signing_key"),
-    ("COVERWATCH_DIGEST_CHECKPOINT_EVERY", "audit.checkpoint_every"),
-    (
-        "COVERWATCH_DIGEST_CHECKPOINT_MAX_AGE_SECS",
-        "audit.checkpoint_max_age_secs",
-    ),
-    ("COVERWATCH_KAFKA_BROKERS", "kafka.brokers"),
-    ("COVERWATCH_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
-    ("COVERWATCH_KAFKA_PARTITIONS", "kafka.partitions"),
-    ("COVERWATCH_KAFKA_PROPERTIES", "kafka.properties"),
-    ("COVERWATCH_KAFKA_MAX_MESSAGE_BYTES", "kafka.max_message_bytes"),
-    ("COVERWATCH_KAFKA_DELIVERY_TIMEOUT_MS", "kafka.delivery_timeout_ms"),
-    ("STRIPE_SECRET_KEY", "stripe.secret_key"),
-    ("COVERWATCH_STRIPE_SECRET_KEY", "stripe.secret_key"),
-    ("STRIPE_WEBHOOK_SECRET", "stripe.webhook_secret"),
-    ("COVERWATCH_STRIPE_WEBHOOK_SECRET", "stripe.webhook_secret"),
-    ("STRIPE_API_BASE", "stripe.api_base"),
-    ("COVERWATCH_STRIPE_API_BASE", "stripe.api_base"),
-    ("COVERWATCH_AWS_PRINCIPAL_ARN", "aws.principal_arn"),
-    ("AWS_ENDPOINT_URL", "aws.endpoint_url"),
-    ("COVERWATCH_AWS_ENDPOINT_URL", "aws.endpoint_url"),
-    ("COVERWATCH_AWS_REGION", "aws.region"),
-    ("COVERWATCH_AWS_ACCESS_KEY_ID", "aws.access_key_id"),
-    ("COVERWATCH_AWS_SECRET_ACCESS_KEY", "aws.secret_access_key"),
-    ("COVERWATCH_AWS_REQUESTS_PER_SECOND", "aws.requests_per_second"),
-    ("COVERWATCH_INVITATION_TTL_HOURS", "tenants.invitation_ttl_hours"),
-    ("COVERWATCH_PLAN_CATALOG_PATH", "billing.plan_catalog_path"),
-    ("COVERWATCH_LOG_FORMAT", "log.format"),
-];
 
 impl Settings {
     /// Defaults, the TOML file, then the environment (later variables of
