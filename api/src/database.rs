@@ -109,6 +109,25 @@ pub async fn connect(url: &SecretString, size: u32) -> anyhow::Result<PgPool> {
 /// Coverwatch's migrations, then the job queue's (its own schema,
 /// `underway`), whose tables the serving role may use.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    // Processes started together (replicas, worker processes) would race on
+    // the job queue's migrations and the grants ("tuple concurrently
+    // updated", and one process exits): one at a time, under an advisory
+    // lock held by a session of its own, which closing releases.
+    let mut lock = pool.acquire().await?.detach();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut lock)
+        .await
+        .context("waiting for other processes' migrations")?;
+    let applied = apply_migrations(pool).await;
+    let _ = sqlx::Connection::close(lock).await;
+    applied
+}
+
+/// The advisory lock key migrations take ("cw-migra").
+const MIGRATION_LOCK: i64 = 0x6377_2d6d_6967_7261;
+
+async fn apply_migrations(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")?;
     underway::run_migrations(pool)
         .await

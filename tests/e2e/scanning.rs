@@ -1131,6 +1131,39 @@ async fn two_workers_share_an_organization_scan_and_scan_no_account_twice() {
     );
 }
 
+/// Processes started at the same instant (replicas, worker processes) all
+/// come up and stay up: before migrations ran one process at a time, two
+/// of them racing on the job queue's grants failed with "tuple
+/// concurrently updated" and one exited (found by the scanning benchmark).
+#[tokio::test]
+async fn worker_processes_started_at_once_all_come_up() {
+    let aws = aws().await;
+    let (app, _tenant) = scanning_app(&aws, |s| s.jobs.enabled = false).await;
+    let mut workers: Vec<_> = (0..6).map(|i| worker(&app, &aws, &format!("starter-{i}"))).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, child) in workers.iter_mut().enumerate() {
+            assert!(child.try_wait().unwrap().is_none(), "worker {i} exited while starting");
+        }
+        let up: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name LIKE 'starter-_'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if up == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers did not all start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past their migrations (a second on a migrated database), still up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, child) in workers.iter_mut().enumerate() {
+        assert!(child.try_wait().unwrap().is_none(), "worker {i} exited after starting");
+    }
+}
+
 /// Scheduled scans and re-discoveries at the tenant's interval: each
 /// account's first scan waits a share of the interval fixed by its id (not
 /// all at once), then every interval; an organization is re-discovered
