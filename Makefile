@@ -94,7 +94,7 @@ db-stop:
 
 # The scanning benchmark: 1,000 accounts over 4 regions in moto behind the
 # fault proxy, Coverwatch's scan with worker processes beside a plain boto3
-# scan making the same calls (about 40 minutes; needs `make test-tools`).
+# scan making the same calls (about 50 minutes; needs `make test-tools`).
 bench-scan: test-tools
 	$(CARGO) build --release --bin coverwatch
 	.coverwatch/venv/bin/python tests/tools/bench_scan.py $(if $(SAMPLE),--sample-only) \
