@@ -10,6 +10,7 @@ use super::Sides;
 use super::batch::Batch;
 use super::figures::refresh;
 use crate::event::StoredEvent;
+use crate::inventory::key_columns;
 use coverwatch_domain::attack;
 use coverwatch_domain::cloud::values::Region;
 use coverwatch_domain::ids::TenantId;
@@ -36,13 +37,11 @@ pub(super) async fn inventory(
     } = decoded;
     let account = account_id.as_str();
     if !removed.is_empty() {
-        let mut columns: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-        for key in &removed {
-            columns.0.push(key.service.as_str());
-            columns.1.push(key.region.as_str());
-            columns.2.push(&key.kind);
-            columns.3.push(&key.resource_id);
-        }
+        let columns = key_columns(
+            removed
+                .iter()
+                .map(|k| (k.service, &k.region, k.kind.as_str(), k.resource_id.as_str())),
+        );
         sqlx::query(
             "DELETE FROM coverage_scan_observations o
               USING unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS r(service, region, kind, resource_id)
@@ -60,16 +59,12 @@ pub(super) async fn inventory(
     }
     let upserts: Vec<&Observation> = found.iter().chain(&changed).collect();
     if !upserts.is_empty() {
-        /// Service, region, kind, resource, enabled: one column each.
-        type Columns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<bool>);
-        let mut columns: Columns<'_> = Default::default();
-        for observation in &upserts {
-            columns.0.push(observation.service.as_str());
-            columns.1.push(observation.region.as_str());
-            columns.2.push(&observation.kind);
-            columns.3.push(&observation.resource_id);
-            columns.4.push(observation.enabled);
-        }
+        let columns = key_columns(
+            upserts
+                .iter()
+                .map(|o| (o.service, &o.region, o.kind.as_str(), o.resource_id.as_str())),
+        );
+        let enabled: Vec<bool> = upserts.iter().map(|o| o.enabled).collect();
         sqlx::query(
             "INSERT INTO coverage_scan_observations (tenant_id, account_id, service, region, kind, resource_id, enabled)
              SELECT $1, $2, u.service, u.region, u.kind, u.resource_id, u.enabled
@@ -83,7 +78,7 @@ pub(super) async fn inventory(
         .bind(&columns.1)
         .bind(&columns.2)
         .bind(&columns.3)
-        .bind(&columns.4)
+        .bind(&enabled)
         .execute(&mut *conn)
         .await?;
     }

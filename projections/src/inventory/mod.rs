@@ -82,8 +82,11 @@ async fn remove(
     if removed.is_empty() {
         return Ok(());
     }
-    let (services, regions, kinds, resources) =
-        columns(removed.iter().map(|k| (k.service, &k.region, &k.kind, &k.resource_id)));
+    let (services, regions, kinds, resources) = key_columns(
+        removed
+            .iter()
+            .map(|k| (k.service, &k.region, k.kind.as_str(), k.resource_id.as_str())),
+    );
     sqlx::query(
         "DELETE FROM inventory_observations o
           USING unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS r(service, region, kind, resource_id)
@@ -112,10 +115,10 @@ async fn upsert<'a>(
     if observations.is_empty() {
         return Ok(());
     }
-    let (services, regions, kinds, resources) = columns(
+    let (services, regions, kinds, resources) = key_columns(
         observations
             .iter()
-            .map(|o| (o.service, &o.region, &o.kind, &o.resource_id)),
+            .map(|o| (o.service, &o.region, o.kind.as_str(), o.resource_id.as_str())),
     );
     let enabled: Vec<bool> = observations.iter().map(|o| o.enabled).collect();
     let details: Vec<Value> = observations
@@ -145,24 +148,27 @@ async fn upsert<'a>(
     Ok(())
 }
 
-type Columns = (Vec<&'static str>, Vec<String>, Vec<String>, Vec<String>);
+/// Service, region, kind and resource id of observations or their keys,
+/// one column each (bound as arrays for `unnest`): shared with the
+/// coverage read model's scan tables.
+pub(crate) type KeyColumns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
 
-fn columns<'a>(
-    rows: impl Iterator<
+pub(crate) fn key_columns<'a>(
+    keys: impl Iterator<
         Item = (
             coverwatch_domain::scan::Service,
             &'a coverwatch_domain::cloud::values::Region,
-            &'a String,
-            &'a String,
+            &'a str,
+            &'a str,
         ),
     >,
-) -> Columns {
-    let mut columns: Columns = Default::default();
-    for (service, region, kind, resource) in rows {
+) -> KeyColumns<'a> {
+    let mut columns: KeyColumns<'a> = Default::default();
+    for (service, region, kind, resource) in keys {
         columns.0.push(service.as_str());
-        columns.1.push(region.as_str().to_owned());
-        columns.2.push(kind.clone());
-        columns.3.push(resource.clone());
+        columns.1.push(region.as_str());
+        columns.2.push(kind);
+        columns.3.push(resource);
     }
     columns
 }
