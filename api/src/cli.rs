@@ -108,7 +108,7 @@ struct ScanBenchArgs {
     /// Scan this subtree only (e.g. `Root/ou-00`).
     #[arg(long)]
     path_prefix: Option<String>,
-    /// Skip the re-scans and the rebuilds (a paced sample).
+    /// Only the first scan: no re-scans, no rebuilds (a quicker look).
     #[arg(long)]
     first_scan_only: bool,
     /// Processes whose CPU time is reported beside the workers' (moto, the proxy).
